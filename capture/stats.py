@@ -1,0 +1,122 @@
+"""Capture counters: what was offered, kept, sampled out, dropped and written.
+
+One ``CaptureStats`` per capturer, shared by the sampler, buffer, spool and
+sinks. Counters only go up; gauges (buffer depth, spool size) are not stored
+but read through callbacks at snapshot time, so nothing on the request path
+updates them. The server turns ``snapshot()`` into Prometheus metrics with a
+custom collector at scrape time (see ``server/metrics.py``).
+
+Invariant the tests check: once the buffer is closed,
+``offered == kept + sampled_out`` and
+``kept == records_written + spooled_pending + sum(dropped)``
+(records written or still in the spool, or dropped with a reason).
+
+Drop reasons:
+
+- ``buffer_full``: the in-memory cap was reached (drop newest).
+- ``spool_full``: the sink failed and the spool was at its size cap.
+- ``spool_error``: the sink failed and the spool could not write (disk error).
+- ``sink_rejected``: the sink refused the batch for good (access denied...)
+  and no spool was configured.
+- ``shutdown``: still unwritten when the close deadline passed, with no spool.
+- ``encode_error``: a record could not be encoded even after sanitising.
+- ``spool_corrupt``: a spool entry failed its checksum on replay.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+COUNTERS = (
+    "offered",
+    "kept",
+    "sampled_out",
+    "records_written",
+    "batches_written",
+    "bytes_written",
+    "upload_failures",
+    "upload_retries",
+    "spooled_records",
+    "spooled_batches",
+    "replayed_records",
+    "replayed_batches",
+    "redactions",
+    "parse_errors",
+)
+LABELED = ("dropped", "flushes")
+DROP_REASONS = (
+    "buffer_full",
+    "spool_full",
+    "spool_error",
+    "sink_rejected",
+    "shutdown",
+    "encode_error",
+    "spool_corrupt",
+)
+FLUSH_TRIGGERS = ("size", "count", "age", "close", "manual", "spill")
+
+
+class CaptureStats:
+    """Thread-safe counters plus gauge callbacks.
+
+    >>> stats = CaptureStats()
+    >>> stats.add("offered", 3); stats.drop("buffer_full")
+    >>> stats.snapshot()["offered"], stats.snapshot()["dropped"]["buffer_full"]
+    (3, 1)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._labeled: dict[str, defaultdict[str, int]] = {
+            name: defaultdict(int) for name in LABELED
+        }
+        for reason in DROP_REASONS:
+            self._labeled["dropped"][reason] = 0
+        for trigger in FLUSH_TRIGGERS:
+            self._labeled["flushes"][trigger] = 0
+        self._gauges: dict[str, Callable[[], float]] = {}
+
+    def add(self, name: str, n: int = 1) -> None:
+        if name not in self._counts:
+            raise KeyError(f"unknown counter {name!r}")
+        with self._lock:
+            self._counts[name] += n
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` records dropped for ``reason`` (one of ``DROP_REASONS``)."""
+        with self._lock:
+            self._labeled["dropped"][reason] += n
+
+    def flushed(self, trigger: str) -> None:
+        with self._lock:
+            self._labeled["flushes"][trigger] += 1
+
+    def gauge(self, name: str, read: Callable[[], float]) -> None:
+        """Register a value computed when a snapshot is taken."""
+        self._gauges[name] = read
+
+    def get(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+    def dropped(self, reason: str | None = None) -> int:
+        with self._lock:
+            d = self._labeled["dropped"]
+            return sum(d.values()) if reason is None else d[reason]
+
+    def snapshot(self) -> dict[str, Any]:
+        """All counters, labeled counters and gauges as plain values."""
+        with self._lock:
+            snap: dict[str, Any] = dict(self._counts)
+            for name, values in self._labeled.items():
+                snap[name] = dict(values)
+        for name, read in list(self._gauges.items()):
+            try:
+                snap[name] = float(read())
+            except Exception:  # a gauge must never break a scrape
+                snap[name] = float("nan")
+        return snap

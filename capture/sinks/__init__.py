@@ -1,0 +1,40 @@
+"""Sinks: where encoded batches go. ``sink_from_url`` picks one from a URL.
+
+- ``s3://bucket/prefix``: ``S3Sink`` (boto3; any S3-compatible endpoint).
+- ``file:///abs/dir`` or a plain path: ``LocalSink``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from capture.errors import ConfigError
+from capture.sinks.local import LocalSink
+from capture.types import Sink
+
+__all__ = ["LocalSink", "Sink", "sink_from_url"]
+
+
+def sink_from_url(url: str, **s3_options: Any) -> Sink:
+    """Build the sink a URL names; ``s3_options`` go to ``S3Sink``.
+
+    >>> sink_from_url("/tmp/captures").describe()
+    'file:///tmp/captures'
+    """
+    if not url or not url.strip():
+        raise ConfigError("sink URL is empty")
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        from capture.sinks.s3 import S3Sink  # boto3 is imported only when used
+
+        if not parsed.netloc:
+            raise ConfigError(f"sink URL {url!r} has no bucket")
+        return S3Sink(parsed.netloc, parsed.path.strip("/"), **s3_options)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ConfigError(f"file sink URL {url!r} must be file:///absolute/path")
+        return LocalSink(unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:  # a Windows drive letter is not a scheme
+        raise ConfigError(f"unsupported sink URL scheme {parsed.scheme!r} in {url!r}")
+    return LocalSink(url)

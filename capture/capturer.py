@@ -1,0 +1,193 @@
+"""``Capturer``: the one object model code and the proxy hold.
+
+It owns the sink, the optional disk spool, the sampler and the buffer, and
+turns queued items into records in the background (``_process``): an
+``Exchange`` from the proxy becomes a v1 record (payload adapters fill its
+tabular part), a dict is taken as an already-built record; both are then
+redacted. Nothing it does on ``submit`` can raise into the caller.
+
+    cap = Capturer.from_env()          # or Capturer(sink="./captures", model="ranker")
+    cap.submit(exchange)               # request path: sample + append, O(1)
+    cap.close()                        # flush (or spool) and stop; also `with Capturer(...)`
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, NamedTuple
+
+from capture.buffer import CaptureBuffer
+from capture.clock import SystemClock
+from capture.keys import KeyNamer
+from capture.record import build_record
+from capture.settings import CaptureSettings
+from capture.sinks import sink_from_url
+from capture.stats import CaptureStats
+from capture.types import Clock, Exchange, Sink
+
+log = logging.getLogger(__name__)
+
+class _Kept(NamedTuple):
+    """An exchange kept for a reason other than the sample (error, slow)."""
+
+    exchange: Exchange
+    reason: str
+
+
+#: Fills ``context``/``lookups``/``rows``/``parse`` of a freshly built record
+#: from the parsed bodies: ``extract(record, request_json, response_json, exchange)``.
+Extractor = Callable[[dict[str, Any], Any, Any, Exchange], None]
+
+
+class Capturer:
+    """Capture facade built from ``CaptureSettings`` (or keyword overrides)."""
+
+    def __init__(
+        self,
+        settings: CaptureSettings | None = None,
+        *,
+        sink: Sink | str | None = None,
+        extract: Extractor | None = None,
+        clock: Clock | None = None,
+        stats: CaptureStats | None = None,
+        **overrides: Any,
+    ) -> None:
+        if isinstance(sink, str):
+            overrides["sink"] = sink
+        if settings is None:
+            settings = CaptureSettings(**overrides)
+        elif overrides:
+            settings = dataclasses.replace(settings, **overrides)
+        self.settings = settings
+        self.stats = stats or CaptureStats()
+        self.clock: Clock = clock or SystemClock()
+        self.sampler = settings.sampler()
+        self.record_config = settings.record_config()
+        self.redactor = settings.redactor()
+        self.extract = extract
+        self.sink: Sink = (
+            sink if sink is not None and not isinstance(sink, str)
+            else sink_from_url(settings.sink, **_s3_options(settings))
+        )
+        self.spool = (
+            _open_spool(Path(settings.spool_dir), max_bytes=settings.spool_max_bytes, stats=self.stats)
+            if settings.spool_dir
+            else None
+        )
+        self.buffer = CaptureBuffer(
+            self.sink,
+            KeyNamer("", settings.model),
+            config=settings.buffer_config(),
+            process=self._process,
+            spool=self.spool,
+            stats=self.stats,
+            clock=self.clock,
+        )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Capturer:
+        return cls(CaptureSettings.from_env(environ, **overrides))
+
+    # -- request path -------------------------------------------------------
+
+    def sample_key(self, exchange: Exchange) -> str:
+        header = self.sampler.header
+        if header is not None:
+            for name, value in exchange.request_headers:
+                if name.lower() == header:
+                    return value
+        return exchange.event_id
+
+    def submit(self, exchange: Exchange) -> bool:
+        """Sample and queue one exchange; True when it was queued."""
+        try:
+            stats = self.stats
+            stats.add("offered")
+            reason = self.sampler.decide(
+                self.sample_key(exchange),
+                status=exchange.status,
+                latency_s=exchange.latency_s,
+                error=exchange.error is not None,
+            )
+            if reason is None:
+                stats.add("sampled_out")
+                return False
+            stats.add("kept")
+            item = exchange if reason == "sampled" else _Kept(exchange, reason)
+            return self.buffer.offer(item, exchange.size_hint())
+        except Exception:  # the request path must never see a capture error
+            log.exception("capture submit failed")
+            return False
+
+    def offer_record(self, record: dict[str, Any], nbytes: int) -> bool:
+        """Queue an already-built (already-sampled) record."""
+        try:
+            self.stats.add("offered")
+            self.stats.add("kept")
+            return self.buffer.offer(record, nbytes)
+        except Exception:
+            log.exception("capture offer failed")
+            return False
+
+    # -- background ---------------------------------------------------------
+
+    def _process(self, item: Any) -> dict[str, Any] | None:
+        if isinstance(item, (Exchange, _Kept)):
+            exchange, reason = (item, "sampled") if isinstance(item, Exchange) else item
+            record, req_json, resp_json = build_record(
+                exchange, self.record_config, sample_rate=self.sampler.rate, reason=reason
+            )
+            if self.extract is not None:
+                try:
+                    self.extract(record, req_json, resp_json, exchange)
+                except Exception as exc:  # keep the record, say why it has no rows
+                    record["parse"] = {"adapter": None, "error": f"extractor failed: {exc!r}"[:500]}
+            if record["parse"].get("error"):
+                self.stats.add("parse_errors")
+        else:
+            record = item
+        if self.redactor.active:
+            self.stats.add("redactions", self.redactor.apply(record))
+        return record
+
+    # -- control ------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return self.buffer.flush(timeout)
+
+    def check(self) -> None:
+        """Raise ``SinkError`` unless the sink is writable (readiness)."""
+        self.sink.check()
+
+    def close(self, timeout: float | None = None) -> None:
+        self.buffer.close(timeout)
+        if self.spool is not None:
+            self.spool.close()
+        self.sink.close()
+
+    def __enter__(self) -> Capturer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _s3_options(settings: CaptureSettings) -> dict[str, Any]:
+    if not settings.sink.startswith("s3://"):
+        return {}
+    return {k: v for k, v in settings.s3_options().items() if v is not None}
+
+
+def _open_spool(directory: Path, **options: Any) -> Any:
+    from capture.spool import DiskSpool  # only processes that configure a spool load it
+
+    return DiskSpool(directory, **options)

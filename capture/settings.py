@@ -1,0 +1,170 @@
+"""Capture settings: one frozen dataclass, every field an environment variable.
+
+``CaptureSettings.from_env()`` reads ``MODELTAP_<FIELD NAME IN CAPITALS>``
+(``sample_rate`` <- ``MODELTAP_SAMPLE_RATE``); unknown ``MODELTAP_*`` names are
+ignored here (the server has settings of its own). Values are validated in
+the constructor, and an invalid one raises ``ConfigError`` naming the
+variable, so a bad deployment fails at start, not at the first flush.
+
+Defaults and why:
+
+- flush at 10,000 records, 8 MiB or 60 s: objects large enough for efficient
+  S3 reads, captures visible within a minute (Firehose: 5 MB/300 s; Vector's
+  S3 sink: 10 MB/300 s);
+- 64 MiB memory cap for buffered plus in-flight records;
+- bodies kept up to 256 KiB each; headers from a short allowlist;
+- slow exchanges (>= 1 s) and errors kept whatever the sample rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from capture.buffer import BufferConfig
+from capture.errors import ConfigError
+from capture.keys import safe_segment
+from capture.record import DEFAULT_HEADER_ALLOWLIST, RecordConfig
+from capture.redaction import Redactor
+from capture.sampler import Sampler
+
+PREFIX = "MODELTAP_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+T = TypeVar("T")
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(kind) if a is not type(None)]
+        return None if raw.strip() == "" else _parse(name, raw, inner[0])
+    if origin is tuple:
+        return tuple(v.strip() for v in raw.split(",") if v.strip())
+    try:
+        if kind is bool:
+            value = raw.strip().lower()
+            if value in _TRUE:
+                return True
+            if value in _FALSE:
+                return False
+            raise ValueError(raw)
+        if kind is int:
+            return int(raw.strip().replace("_", ""))
+        if kind is float:
+            return float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+    return raw
+
+
+def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:
+    """Build any settings dataclass from ``MODELTAP_*`` variables plus overrides."""
+    env = os.environ if environ is None else environ
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        var = PREFIX + f.name.upper()
+        if var in env:
+            values[f.name] = _parse(f.name, env[var], hints[f.name])
+    values.update(overrides)
+    return cls(**values)
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    """Everything the capture library needs; see the README for each variable."""
+
+    sink: str = "./captures"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_sse: str | None = None
+    s3_kms_key_id: str | None = None
+    model: str = "model"
+    model_version: str | None = None
+    model_variant: str | None = None
+    sample_rate: float = 1.0
+    sample_key: str = "event_id"
+    sample_keep_errors: bool = True
+    slow_threshold_s: float | None = 1.0
+    flush_max_records: int = 10_000
+    flush_max_bytes: int = 8 * 1024 * 1024
+    flush_max_age_s: float = 60.0
+    buffer_max_bytes: int = 64 * 1024 * 1024
+    upload_workers: int = 2
+    gzip_level: int = 3
+    close_timeout_s: float = 30.0
+    spool_dir: str | None = None
+    spool_max_bytes: int = 1024**3
+    capture_bodies: bool = True
+    max_body_bytes: int = 256 * 1024
+    header_allowlist: tuple[str, ...] = field(default_factory=tuple)
+    redact_fields: tuple[str, ...] = field(default_factory=tuple)
+    redact_mode: str = "drop"
+    redact_key: str | None = None
+    redact_keep_unparsed_bodies: bool = False
+
+    def __post_init__(self) -> None:
+        # Build each part once so a bad value fails here, naming the setting.
+        safe_segment(self.model, "model name (MODELTAP_MODEL)")
+        self.buffer_config()
+        self.sampler()
+        self.record_config()
+        self.redactor()
+        if self.spool_max_bytes < 1:
+            raise ConfigError(f"spool_max_bytes must be >= 1, got {self.spool_max_bytes}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CaptureSettings:
+        return from_env(cls, environ, **overrides)
+
+    def buffer_config(self) -> BufferConfig:
+        return BufferConfig(
+            max_records=self.flush_max_records,
+            max_bytes=self.flush_max_bytes,
+            max_age_s=self.flush_max_age_s,
+            max_buffer_bytes=self.buffer_max_bytes,
+            upload_workers=self.upload_workers,
+            gzip_level=self.gzip_level,
+            close_timeout_s=self.close_timeout_s,
+        )
+
+    def sampler(self) -> Sampler:
+        return Sampler(
+            self.sample_rate,
+            keep_errors=self.sample_keep_errors,
+            slow_s=self.slow_threshold_s,
+            key=self.sample_key,
+        )
+
+    def record_config(self) -> RecordConfig:
+        return RecordConfig(
+            model=self.model,
+            model_version=self.model_version,
+            model_variant=self.model_variant,
+            capture_bodies=self.capture_bodies,
+            max_body_bytes=self.max_body_bytes,
+            header_allowlist=DEFAULT_HEADER_ALLOWLIST | frozenset(self.header_allowlist),
+        )
+
+    def redactor(self) -> Redactor:
+        return Redactor(
+            self.redact_fields,
+            mode=self.redact_mode,
+            key=self.redact_key.encode() if self.redact_key else None,
+            keep_unparsed_bodies=self.redact_keep_unparsed_bodies,
+        )
+
+    def s3_options(self) -> dict[str, Any]:
+        return {
+            "endpoint_url": self.s3_endpoint_url,
+            "region": self.s3_region,
+            "sse": self.s3_sse,
+            "kms_key_id": self.s3_kms_key_id,
+        }

@@ -105,18 +105,19 @@ class Capturer:
     def submit(self, exchange: Exchange) -> bool:
         """Sample and queue one exchange; True when it was queued."""
         try:
-            stats = self.stats
-            stats.add("offered")
-            reason = self.sampler.decide(
-                self.sample_key(exchange),
-                status=exchange.status,
-                latency_s=exchange.latency_s,
-                error=exchange.error is not None,
-            )
+            sampler = self.sampler
+            if sampler.rate >= 1.0:
+                reason: str | None = "sampled"
+            else:
+                reason = sampler.decide(
+                    self.sample_key(exchange),
+                    status=exchange.status,
+                    latency_s=exchange.latency_s,
+                    error=exchange.error is not None,
+                )
+            self.stats.offered(kept=reason is not None)
             if reason is None:
-                stats.add("sampled_out")
                 return False
-            stats.add("kept")
             item = exchange if reason == "sampled" else _Kept(exchange, reason)
             return self.buffer.offer(item, exchange.size_hint())
         except Exception:  # the request path must never see a capture error
@@ -126,8 +127,7 @@ class Capturer:
     def offer_record(self, record: dict[str, Any], nbytes: int) -> bool:
         """Queue an already-built (already-sampled) record."""
         try:
-            self.stats.add("offered")
-            self.stats.add("kept")
+            self.stats.offered(kept=True)
             return self.buffer.offer(record, nbytes)
         except Exception:
             log.exception("capture offer failed")

@@ -86,6 +86,13 @@ class CaptureStats:
         with self._lock:
             self._counts[name] += n
 
+    def offered(self, kept: bool) -> None:
+        """Count one exchange offered, and kept or sampled out (request path)."""
+        with self._lock:
+            counts = self._counts
+            counts["offered"] += 1
+            counts["kept" if kept else "sampled_out"] += 1
+
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` records dropped for ``reason`` (one of ``DROP_REASONS``)."""
         with self._lock:

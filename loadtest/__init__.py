@@ -1,0 +1,1 @@
+"""Benchmarks and load generators; results go in BENCHMARKS.md."""

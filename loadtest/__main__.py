@@ -1,0 +1,24 @@
+"""Run benchmarks: ``python -m loadtest [capture] [--quick]``."""
+
+from __future__ import annotations
+
+import sys
+
+from loadtest import bench_capture
+
+SUITES = {"capture": bench_capture.main}
+
+
+def main(argv: list[str]) -> int:
+    names = [a for a in argv if not a.startswith("-")] or list(SUITES)
+    flags = [a for a in argv if a.startswith("-")]
+    for name in names:
+        if name not in SUITES:
+            print(f"unknown suite {name!r}; choose from {', '.join(SUITES)}", file=sys.stderr)
+            return 2
+        SUITES[name](flags)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,79 @@
+"""Prometheus exposition of the capture counters.
+
+``CaptureCollector`` reads ``CaptureStats.snapshot()`` at scrape time, so the
+request path never touches a Prometheus object for capture counts, and gauges
+(buffer depth, spool size) are always current. Register it on the registry
+the app owns (never the global default in tests):
+
+    registry = CollectorRegistry()
+    registry.register(CaptureCollector(capturer.stats, model="ranker"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from capture.stats import CaptureStats
+
+NS = "modeltap_capture"
+
+#: counter name in the snapshot -> (metric name without _total, help)
+COUNTERS = {
+    "offered": ("records_offered", "Exchanges offered to the capture"),
+    "kept": ("records_kept", "Records kept by sampling (then written, spooled or dropped)"),
+    "sampled_out": ("records_sampled_out", "Exchanges not kept by sampling"),
+    "records_written": ("records_written", "Records written to the sink"),
+    "batches_written": ("objects_written", "Objects written to the sink"),
+    "bytes_written": ("bytes_written", "Compressed bytes written to the sink"),
+    "upload_failures": ("upload_failures", "Failed upload attempts"),
+    "upload_retries": ("upload_retries", "Upload retries (not drops)"),
+    "spooled_records": ("spooled_records", "Records written to the disk spool"),
+    "replayed_records": ("replayed_records", "Records replayed from the spool to the sink"),
+    "parse_errors": ("parse_errors", "Records kept raw because no adapter understood them"),
+    "redactions": ("redactions", "Values removed or hashed by redaction"),
+}
+GAUGES = {
+    "buffer_records": ("buffer_records", "Records in memory (buffered or in flight)"),
+    "buffer_bytes": ("buffer_bytes", "Bytes in memory (buffered or in flight)"),
+    "spool_bytes": ("spool_bytes", "Bytes in the disk spool"),
+    "spool_records": ("spool_records", "Records waiting in the disk spool"),
+}
+
+
+class CaptureCollector(Collector):
+    """Turns a ``CaptureStats`` snapshot into metric families."""
+
+    def __init__(self, stats: CaptureStats, *, model: str) -> None:
+        self.stats = stats
+        self.model = model
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: families are only known at collect time
+
+    def collect(self) -> Iterator[Metric]:
+        snap: dict[str, Any] = self.stats.snapshot()
+        for key, (name, doc) in COUNTERS.items():
+            c = CounterMetricFamily(f"{NS}_{name}", doc, labels=["model"])
+            c.add_metric([self.model], snap.get(key, 0))
+            yield c
+        dropped = CounterMetricFamily(
+            f"{NS}_records_dropped", "Records dropped, by reason", labels=["model", "reason"]
+        )
+        for reason, n in sorted(snap.get("dropped", {}).items()):
+            dropped.add_metric([self.model, reason], n)
+        yield dropped
+        flushes = CounterMetricFamily(
+            f"{NS}_flushes", "Batches closed, by trigger", labels=["model", "trigger"]
+        )
+        for trigger, n in sorted(snap.get("flushes", {}).items()):
+            flushes.add_metric([self.model, trigger], n)
+        yield flushes
+        for key, (name, doc) in GAUGES.items():
+            if key in snap:
+                g = GaugeMetricFamily(f"{NS}_{name}", doc, labels=["model"])
+                g.add_metric([self.model], snap[key])
+                yield g

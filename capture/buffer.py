@@ -200,7 +200,9 @@ class CaptureBuffer:
         self._uploads = ThreadPoolExecutor(
             self.config.upload_workers, thread_name_prefix="modeltap-upload"
         )
-        self._flusher = threading.Thread(target=self._flush_loop, name="modeltap-flush", daemon=True)
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="modeltap-flush", daemon=True
+        )
         self._flusher.start()
         self._replayer: threading.Thread | None = None
         if spool is not None:
@@ -309,7 +311,9 @@ class CaptureBuffer:
             try:
                 encoded = self._encode(batch)
             except Exception:  # never let a bug kill the flusher
-                log.exception("encoding batch %d failed; %d records dropped", batch.seq, len(batch.items))
+                log.exception(
+                    "encoding batch %d failed; %d records dropped", batch.seq, len(batch.items)
+                )
                 self.stats.drop("encode_error", len(batch.items))
                 self._finish(batch)
                 continue

@@ -31,6 +31,7 @@ from capture.types import Clock, Exchange, Sink
 
 log = logging.getLogger(__name__)
 
+
 class _Kept(NamedTuple):
     """An exchange kept for a reason other than the sample (error, slow)."""
 
@@ -70,11 +71,14 @@ class Capturer:
         self.redactor = settings.redactor()
         self.extract = extract
         self.sink: Sink = (
-            sink if sink is not None and not isinstance(sink, str)
+            sink
+            if sink is not None and not isinstance(sink, str)
             else sink_from_url(settings.sink, **_s3_options(settings))
         )
         self.spool = (
-            _open_spool(Path(settings.spool_dir), max_bytes=settings.spool_max_bytes, stats=self.stats)
+            _open_spool(
+                Path(settings.spool_dir), max_bytes=settings.spool_max_bytes, stats=self.stats
+            )
             if settings.spool_dir
             else None
         )

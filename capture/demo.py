@@ -19,6 +19,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from capture.capturer import Capturer
 from capture.record import new_event_id
@@ -27,8 +28,12 @@ from capture.types import Exchange
 
 def _exchange(i: int, drift: bool, rng: random.Random) -> Exchange:
     shift = 1.5 if drift else 0.0
-    features = [round(rng.gauss(shift, 1.0), 4), rng.choice(["web", "ios", "android"]), i % 7]
-    score = 1 / (1 + math.exp(-features[0]))
+    features: list[Any] = [
+        round(rng.gauss(shift, 1.0), 4),
+        rng.choice(["web", "ios", "android"]),
+        i % 7,
+    ]
+    score = 1 / (1 + math.exp(-float(features[0])))
     req = json.dumps({"instances": [features]}).encode()
     resp = json.dumps({"predictions": [round(score, 6)]}).encode()
     latency = rng.uniform(0.002, 0.02)
@@ -55,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--sample-rate", type=float, default=None)
     args = ap.parse_args(argv)
-    overrides = {"model": "demo", "flush_max_records": 500}
+    overrides: dict[str, Any] = {"model": "demo", "flush_max_records": 500}
     if args.sink:
         overrides["sink"] = args.sink
     if args.sample_rate is not None:
         overrides["sample_rate"] = args.sample_rate
     rng = random.Random(7)
-    with Capturer.from_env(**overrides) as cap:
+    with Capturer.from_env(None, **overrides) as cap:
         for i in range(args.requests):
             cap.submit(_exchange(i, drift=i >= args.requests // 2, rng=rng))
     snap = cap.stats.snapshot()

@@ -24,7 +24,9 @@ from typing import Any
 
 import orjson
 
-OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+OPTIONS = (
+    orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS | orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+)
 MAX_DEPTH = 200
 DEPTH_MARKER = "<nesting too deep: cut by modeltap>"
 

@@ -121,16 +121,16 @@ def event_id_from_headers(headers: Iterable[tuple[str, str]]) -> str | None:
         if lower in EVENT_ID_HEADERS or lower == "traceparent":
             found.setdefault(lower, value.strip())
     for name in EVENT_ID_HEADERS:
-        value = found.get(name)
-        if value and _SAFE_ID.match(value):
-            return value
+        candidate = found.get(name)
+        if candidate and _SAFE_ID.match(candidate):
+            return candidate
     match = _TRACEPARENT.match(found.get("traceparent", ""))
     return match.group(1) if match else None
 
 
 def format_time(epoch_s: float) -> str:
     """UTC ISO-8601 with milliseconds and a ``Z``: ``2026-11-22T23:08:42.123Z``."""
-    ms = int(round(epoch_s * 1000))
+    ms = round(epoch_s * 1000)
     secs, millis = divmod(ms, 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{millis:03d}Z"
 
@@ -219,9 +219,7 @@ def build_record(
     resp_h = {k.lower(): v for k, v in exchange.response_headers}
     req_ct = req_h.get("content-type")
     resp_ct = resp_h.get("content-type")
-    req_body, req_json = encode_body(
-        exchange.request_body, exchange.request_size, req_ct, config
-    )
+    req_body, req_json = encode_body(exchange.request_body, exchange.request_size, req_ct, config)
     resp_body, resp_json = encode_body(
         exchange.response_body, exchange.response_size, resp_ct, config
     )

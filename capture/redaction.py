@@ -112,7 +112,11 @@ class Redactor:
             if body.get("encoding") == "json":
                 count += self._walk(body.get("data"))
             elif not self.keep_unparsed_bodies and "data" in body:
-                part["body"] = {"encoding": "omitted", "reason": "redaction", "size": body.get("size")}
+                part["body"] = {
+                    "encoding": "omitted",
+                    "reason": "redaction",
+                    "size": body.get("size"),
+                }
         for name in ("context", "lookups", "rows", "extra"):
             if name in record:
                 count += self._walk(record[name])

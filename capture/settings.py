@@ -60,7 +60,9 @@ def _parse(name: str, raw: str, kind: Any) -> Any:
         if kind is float:
             return float(raw.strip())
     except ValueError:
-        raise ConfigError(f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        raise ConfigError(
+            f"{PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+        ) from None
     return raw
 
 
@@ -121,7 +123,9 @@ class CaptureSettings:
             raise ConfigError(f"spool_max_bytes must be >= 1, got {self.spool_max_bytes}")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CaptureSettings:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> CaptureSettings:
         return from_env(cls, environ, **overrides)
 
     def buffer_config(self) -> BufferConfig:

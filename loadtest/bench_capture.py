@@ -14,9 +14,7 @@ from __future__ import annotations
 import gc
 import gzip
 import os
-import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -57,9 +55,19 @@ def exchange(i: int) -> Exchange:
     body = orjson.dumps({"instances": [[(i + j) % 97 / 3 for j in range(20)]]})
     resp = b'{"predictions": [0.731]}'
     return Exchange(
-        new_event_id(), time.time(), 0.003, "POST", "/v1/models/m:predict", "",
-        [("content-type", "application/json")], body, len(body), 200,
-        [("content-type", "application/json")], resp, len(resp),
+        new_event_id(),
+        time.time(),
+        0.003,
+        "POST",
+        "/v1/models/m:predict",
+        "",
+        [("content-type", "application/json")],
+        body,
+        len(body),
+        200,
+        [("content-type", "application/json")],
+        resp,
+        len(resp),
     )
 
 
@@ -89,19 +97,26 @@ def bench_append(n: int) -> None:
                 base.append(timer() - t0)
         finally:
             gc.enable()
-        busy = cap.stats.snapshot()["flushes"]["count"]  # batches the flusher finished during the run
+        busy = cap.stats.snapshot()["flushes"]["count"]  # batches encoded during the run
         cap.close()
-    print(f"append (Capturer.submit, 100% sampled, flusher busy: {busy} batches encoded during the run), n={n}")
-    print(f"  median {pct(lat, 0.5):.2f} us   p99 {pct(lat, 0.99):.2f} us   max {max(lat)/1000:.0f} us")
-    print(f"  reference list.append in same harness: median {pct(base, 0.5):.2f} us, p99 {pct(base, 0.99):.2f} us")
+    print(f"append (Capturer.submit, 100% sampled, {busy} batches encoded meanwhile), n={n}")
+    print(
+        f"  median {pct(lat, 0.5):.2f} us  p99 {pct(lat, 0.99):.2f} us  max {max(lat) / 1e3:.0f} us"
+    )
+    print(
+        f"  reference list.append, same harness: median {pct(base, 0.5):.2f} us, "
+        f"p99 {pct(base, 0.99):.2f} us"
+    )
 
 
 def bench_throughput(n: int, sink: Any, label: str, workers: int = 2) -> float:
     recs = [record_1kb(i) for i in range(n)]
     size = len(orjson.dumps(recs[0]))
-    buf = CaptureBuffer(sink, KeyNamer("", "bench"),
-                        config=BufferConfig(max_records=5000, max_buffer_bytes=1 << 31,
-                                            upload_workers=workers))
+    buf = CaptureBuffer(
+        sink,
+        KeyNamer("", "bench"),
+        config=BufferConfig(max_records=5000, max_buffer_bytes=1 << 31, upload_workers=workers),
+    )
     cpu0, t0 = time.process_time(), time.perf_counter()
     for r in recs:
         buf.offer(r, size)
@@ -109,8 +124,10 @@ def bench_throughput(n: int, sink: Any, label: str, workers: int = 2) -> float:
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     written = buf.stats.get("records_written")
     assert written == n, (written, n)
-    print(f"throughput to {label}: {n} records of {size} B -> {n / wall:,.0f} records/s wall, "
-          f"{n / cpu:,.0f} records/s per CPU-second ({buf.stats.get('batches_written')} objects)")
+    print(
+        f"throughput to {label}: {n} records of {size} B -> {n / wall:,.0f} records/s wall, "
+        f"{n / cpu:,.0f} records/s per CPU-second ({buf.stats.get('batches_written')} objects)"
+    )
     return n / wall
 
 
@@ -132,8 +149,10 @@ def bench_exchange_throughput(n: int, root: str) -> None:
         cap.submit(e)
     cap.close(timeout=300)
     dt = time.perf_counter() - t0
-    print(f"throughput, raw exchanges -> records (build + encode + gzip + local write): "
-          f"{n / dt:,.0f} exchanges/s")
+    print(
+        f"throughput, raw exchanges -> records (build + encode + gzip + local write): "
+        f"{n / dt:,.0f} exchanges/s"
+    )
 
 
 def bench_memory_sink_down(n: int, cap_mb: int) -> None:
@@ -149,26 +168,36 @@ def bench_memory_sink_down(n: int, cap_mb: int) -> None:
     pad = b"x" * 900
     gc.collect()
     before = rss_mb()
-    cap = Capturer(sink="s3://bench/captures", s3_endpoint_url=f"http://127.0.0.1:{port}",
-                   s3_region="us-east-1", buffer_max_bytes=cap_mb << 20,
-                   flush_max_bytes=4 << 20, close_timeout_s=1)
+    cap = Capturer(
+        sink="s3://bench/captures",
+        s3_endpoint_url=f"http://127.0.0.1:{port}",
+        s3_region="us-east-1",
+        buffer_max_bytes=cap_mb << 20,
+        flush_max_bytes=4 << 20,
+        close_timeout_s=1,
+    )
     peak = before
     for i in range(n):
         e = exchange(i)
-        cap.submit(e._replace(request_body=e.request_body + pad, request_size=len(e.request_body) + 900))
+        cap.submit(
+            e._replace(request_body=e.request_body + pad, request_size=len(e.request_body) + 900)
+        )
         if i % 20000 == 0:
             peak = max(peak, rss_mb())
     peak = max(peak, rss_mb())
     snap = cap.stats.snapshot()
     cap.close(timeout=1)
-    print(f"memory, sink down, no spool, cap {cap_mb} MiB: RSS {before:.0f} -> peak {peak:.0f} MiB "
-          f"(+{peak - before:.0f} MiB) after {n} offers; buffered {snap['buffer_bytes'] / 2**20:.0f} MiB, "
-          f"dropped buffer_full {snap['dropped']['buffer_full']}")
+    print(
+        f"memory, sink down, no spool, cap {cap_mb} MiB: RSS {before:.0f} -> peak {peak:.0f} MiB "
+        f"(+{peak - before:.0f} MiB) after {n} offers; "
+        f"buffered {snap['buffer_bytes'] / 2**20:.0f} MiB, "
+        f"dropped buffer_full {snap['dropped']['buffer_full']}"
+    )
 
 
 def bench_seaweed(n: int) -> None:
-    from tests.seaweed import SeaweedServer
     from capture.sinks.s3 import S3Sink
+    from tests.seaweed import SeaweedServer
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")

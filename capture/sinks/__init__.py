@@ -30,7 +30,8 @@ def sink_from_url(url: str, **s3_options: Any) -> Sink:
 
         if not parsed.netloc:
             raise ConfigError(f"sink URL {url!r} has no bucket")
-        return S3Sink(parsed.netloc, parsed.path.strip("/"), **s3_options)
+        sink: Sink = S3Sink(parsed.netloc, parsed.path.strip("/"), **s3_options)
+        return sink
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
             raise ConfigError(f"file sink URL {url!r} must be file:///absolute/path")

@@ -8,6 +8,7 @@ path must stay inside the root: a model name or prefix cannot escape it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -50,10 +51,8 @@ class LocalSink:
                     os.fsync(fh.fileno())
             os.replace(tmp, path)
         except OSError as exc:
-            try:
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            except OSError:
-                pass
             raise SinkError(
                 f"cannot write {key} under {self.root}: {exc.strerror or exc}",
                 retryable=exc.errno not in _PERMANENT,

@@ -34,7 +34,9 @@ def test_count_trigger_and_close(tmp_path):
     objects = read_objects(sink.root)
     assert sorted(len(v) for v in objects.values()) == [5, 10, 10]
     assert all(KEY.match(k) for k in objects)
-    assert sorted(r["event_id"] for r in all_records(sink.root)) == sorted(f"e{i}" for i in range(25))
+    assert sorted(r["event_id"] for r in all_records(sink.root)) == sorted(
+        f"e{i}" for i in range(25)
+    )
     flushes = buf.stats.snapshot()["flushes"]
     assert flushes["count"] == 2 and flushes["close"] == 1
 
@@ -54,7 +56,7 @@ def test_size_trigger_and_oversized_record_ships_alone(tmp_path):
 
 def test_age_trigger_starts_at_first_record(tmp_path):
     clock = ManualClock()
-    sink, buf = make(tmp_path, clock=clock, max_age_s=60)
+    _, buf = make(tmp_path, clock=clock, max_age_s=60)
     buf.offer(rec(1), 10)
     clock.advance(30)
     buf.offer(rec(2), 10)
@@ -194,8 +196,13 @@ def test_offers_after_close_are_counted():
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(max_records=0), dict(max_age_s=0), dict(gzip_level=10),
-     dict(max_bytes=2000, max_buffer_bytes=1000), dict(upload_workers=0)],
+    [
+        dict(max_records=0),
+        dict(max_age_s=0),
+        dict(gzip_level=10),
+        dict(max_bytes=2000, max_buffer_bytes=1000),
+        dict(upload_workers=0),
+    ],
 )
 def test_bad_config(bad):
     with pytest.raises(ConfigError):
@@ -205,8 +212,12 @@ def test_bad_config(bad):
 def test_stats_invariant(tmp_path):
     stats = CaptureStats()
     sink = GatedSink(tmp_path / "sink")
-    buf = CaptureBuffer(sink, KeyNamer("", "m"), stats=stats,
-                        config=BufferConfig(max_records=3, max_buffer_bytes=300, max_bytes=300))
+    buf = CaptureBuffer(
+        sink,
+        KeyNamer("", "m"),
+        stats=stats,
+        config=BufferConfig(max_records=3, max_buffer_bytes=300, max_bytes=300),
+    )
     sink.gate.clear()
     for i in range(20):
         stats.add("kept")

@@ -90,6 +90,6 @@ def test_from_env_and_unsafe_model(tmp_path):
     env = {"MODELTAP_SINK": f"file://{tmp_path}", "MODELTAP_MODEL": "fraud"}
     with Capturer.from_env(env) as cap:
         cap.submit(ex(new_event_id()))
-    assert list(read_objects(tmp_path))[0].startswith("fraud/")
+    assert next(iter(read_objects(tmp_path))).startswith("fraud/")
     with pytest.raises(ConfigError):
         Capturer(sink=str(tmp_path), model="../../x")

@@ -68,7 +68,9 @@ def test_record_has_the_contract_fields():
     assert rec["model"] == {"name": "ranker", "version": None, "variant": None}
     assert rec["status"] == 200 and rec["latency_ms"] == 12.3
     assert rec["request"]["body"] == {
-        "size": 23, "encoding": "json", "data": {"instances": [[1, 2]]}
+        "size": 23,
+        "encoding": "json",
+        "data": {"instances": [[1, 2]]},
     }
     assert req_json == {"instances": [[1, 2]]} and resp_json == {"predictions": [0.5]}
     for name in ("context", "lookups", "rows", "parse"):
@@ -93,14 +95,18 @@ def test_bodies_json_text_base64_and_truncation():
     assert parsed is None  # a cut body is never parsed
 
     # a multi-byte character cut in half is dropped, not mangled
-    ex = exchange(request_body="aé".encode() * 3, request_size=9,
-                  request_headers=[("content-type", "text/plain")])
+    ex = exchange(
+        request_body="aé".encode() * 3,
+        request_size=9,
+        request_headers=[("content-type", "text/plain")],
+    )
     rec, _, _ = build_record(ex, RecordConfig(max_body_bytes=5))
     assert rec["request"]["body"]["data"] == "aéa"
 
     png = b"\x89PNG\r\n\x1a\n\x00\xff"
-    ex = exchange(request_body=png, request_size=len(png),
-                  request_headers=[("content-type", "image/png")])
+    ex = exchange(
+        request_body=png, request_size=len(png), request_headers=[("content-type", "image/png")]
+    )
     rec, _, _ = build_record(ex, RecordConfig())
     assert rec["request"]["body"]["encoding"] == "base64"
     assert base64.b64decode(rec["request"]["body"]["data"]) == png
@@ -131,10 +137,16 @@ def test_streamed_body_cut_by_caller_is_marked_truncated():
 def test_credentials_never_captured_even_if_allowlisted():
     allow = frozenset({"authorization", "cookie", "x-api-key", "x-tenant", "content-type"})
     cfg = RecordConfig(header_allowlist=allow)
-    ex = exchange(request_headers=[
-        ("Authorization", "Bearer s3cr3t"), ("Cookie", "sid=1"), ("X-Api-Key", "k"),
-        ("X-Tenant", "acme"), ("Content-Type", "application/json"), ("X-Other", "o"),
-    ])
+    ex = exchange(
+        request_headers=[
+            ("Authorization", "Bearer s3cr3t"),
+            ("Cookie", "sid=1"),
+            ("X-Api-Key", "k"),
+            ("X-Tenant", "acme"),
+            ("Content-Type", "application/json"),
+            ("X-Other", "o"),
+        ]
+    )
     rec, _, _ = build_record(ex, cfg)
     assert rec["request"]["headers"] == {"x-tenant": "acme", "content-type": "application/json"}
     assert "s3cr3t" not in orjson.dumps(rec).decode()

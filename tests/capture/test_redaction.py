@@ -8,7 +8,9 @@ from tests.capture.test_record import exchange
 
 
 def record_with_secrets():
-    body = orjson.dumps({"instances": [{"email": "ann@x.io", "age": 31}], "user": {"SSN": "987-65-4321"}})
+    body = orjson.dumps(
+        {"instances": [{"email": "ann@x.io", "age": 31}], "user": {"SSN": "987-65-4321"}}
+    )
     ex = exchange(request_body=body, request_size=len(body), query="email=ann%40x.io&k=2")
     rec, _, _ = build_record(ex, RecordConfig())
     rec["context"] = {"email": "ann@x.io", "country": "NL"}
@@ -42,11 +44,16 @@ def test_hash_is_keyed_and_stable():
 
 def test_unparsed_bodies_are_omitted_unless_kept():
     csv = b"email,age\nann@x.io,31\n"
-    ex = exchange(request_body=csv, request_size=len(csv),
-                  request_headers=[("content-type", "text/csv")])
+    ex = exchange(
+        request_body=csv, request_size=len(csv), request_headers=[("content-type", "text/csv")]
+    )
     rec, _, _ = build_record(ex, RecordConfig())
     Redactor(["email"]).apply(rec)
-    assert rec["request"]["body"] == {"encoding": "omitted", "reason": "redaction", "size": len(csv)}
+    assert rec["request"]["body"] == {
+        "encoding": "omitted",
+        "reason": "redaction",
+        "size": len(csv),
+    }
     rec, _, _ = build_record(ex, RecordConfig())
     Redactor(["email"], keep_unparsed_bodies=True).apply(rec)
     assert rec["request"]["body"]["data"] == csv.decode()

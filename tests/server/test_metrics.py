@@ -17,8 +17,9 @@ def scrape(registry):
 
 def test_capture_counters_scraped_from_a_fresh_registry(tmp_path):
     sink = GatedSink(tmp_path)
-    cap = Capturer(sink=sink, model="ranker", sample_rate=0.5,
-                   buffer_max_bytes=2048, flush_max_bytes=1024)
+    cap = Capturer(
+        sink=sink, model="ranker", sample_rate=0.5, buffer_max_bytes=2048, flush_max_bytes=1024
+    )
     registry = CollectorRegistry()
     registry.register(CaptureCollector(cap.stats, model="ranker"))
     sink.gate.clear()  # hold uploads so the buffer fills and depth is visible
@@ -29,7 +30,9 @@ def test_capture_counters_scraped_from_a_fresh_registry(tmp_path):
     assert m[("modeltap_capture_records_offered_total", lbl)] == 400
     kept = m[("modeltap_capture_records_kept_total", lbl)]
     assert kept + m[("modeltap_capture_records_sampled_out_total", lbl)] == 400
-    full = m[("modeltap_capture_records_dropped_total", (("model", "ranker"), ("reason", "buffer_full")))]
+    full = m[
+        ("modeltap_capture_records_dropped_total", (("model", "ranker"), ("reason", "buffer_full")))
+    ]
     assert full > 0
     assert m[("modeltap_capture_buffer_bytes", lbl)] > 0
     sink.gate.set()

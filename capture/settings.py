@@ -104,6 +104,7 @@ class CaptureSettings:
     close_timeout_s: float = 30.0
     spool_dir: str | None = None
     spool_max_bytes: int = 1024**3
+    spool_replay_s: float = 5.0
     capture_bodies: bool = True
     max_body_bytes: int = 256 * 1024
     header_allowlist: tuple[str, ...] = field(default_factory=tuple)
@@ -137,6 +138,7 @@ class CaptureSettings:
             upload_workers=self.upload_workers,
             gzip_level=self.gzip_level,
             close_timeout_s=self.close_timeout_s,
+            replay_interval_s=self.spool_replay_s,
         )
 
     def sampler(self) -> Sampler:

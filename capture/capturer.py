@@ -69,7 +69,7 @@ class Capturer:
         self.sampler = settings.sampler()
         self.record_config = settings.record_config()
         self.redactor = settings.redactor()
-        self.extract = extract
+        self.extract: Extractor | None = extract if extract is not None else settings.extractor()
         self.sink: Sink = (
             sink
             if sink is not None and not isinstance(sink, str)

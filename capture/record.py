@@ -175,23 +175,25 @@ def encode_body(
     The parsed JSON is handed on to the payload adapters so the body is
     parsed once.
     """
-    if not config.capture_bodies or (full_size == 0 and not body):
+    if full_size == 0 and not body:
         return None, None
     limit = config.max_body_bytes
     truncated = full_size > len(body) or len(body) > limit
     data = body[:limit]
-    out: dict[str, Any] = {"size": full_size}
-    if truncated:
-        out["truncated"] = True
     parsed: Any = None
     if not truncated and _is_text_type(content_type) and data.lstrip()[:1] in (b"{", b"["):
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             parsed = None
-        else:
-            out.update(encoding="json", data=parsed)
-            return out, parsed
+    if not config.capture_bodies:
+        return None, parsed
+    out: dict[str, Any] = {"size": full_size}
+    if truncated:
+        out["truncated"] = True
+    if parsed is not None:
+        out.update(encoding="json", data=parsed)
+        return out, parsed
     text = _decode_prefix(data, truncated) if _is_text_type(content_type) else None
     if text is not None:
         out.update(encoding="text", data=text)

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from capture.buffer import BufferConfig
 from capture.errors import ConfigError
 from capture.keys import safe_segment
+from capture.payloads import MappingConfig, PayloadExtractor
 from capture.record import DEFAULT_HEADER_ALLOWLIST, RecordConfig
 from capture.redaction import Redactor
 from capture.sampler import Sampler
@@ -112,6 +113,15 @@ class CaptureSettings:
     redact_mode: str = "drop"
     redact_key: str | None = None
     redact_keep_unparsed_bodies: bool = False
+    payload: str = "auto"
+    csv_columns: tuple[str, ...] = field(default_factory=tuple)
+    map_rows: str | None = None
+    map_context: tuple[str, ...] = field(default_factory=tuple)
+    map_predictions: str | None = None
+    map_items: str | None = None
+    map_item_id: str | None = None
+    map_scores: str | None = None
+    lookups_max_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
         # Build each part once so a bad value fails here, naming the setting.
@@ -120,6 +130,7 @@ class CaptureSettings:
         self.sampler()
         self.record_config()
         self.redactor()
+        self.extractor()
         if self.spool_max_bytes < 1:
             raise ConfigError(f"spool_max_bytes must be >= 1, got {self.spool_max_bytes}")
 
@@ -165,6 +176,23 @@ class CaptureSettings:
             mode=self.redact_mode,
             key=self.redact_key.encode() if self.redact_key else None,
             keep_unparsed_bodies=self.redact_keep_unparsed_bodies,
+        )
+
+    def extractor(self) -> PayloadExtractor:
+        mapping = MappingConfig(
+            rows=self.map_rows,
+            context=self.map_context,
+            predictions=self.map_predictions,
+            items=self.map_items,
+            item_id=self.map_item_id,
+            scores=self.map_scores,
+        )
+        return PayloadExtractor(
+            self.payload,
+            mapping=mapping,
+            csv_columns=self.csv_columns or None,
+            lookups_max_bytes=self.lookups_max_bytes,
+            max_parse_bytes=self.max_body_bytes,
         )
 
     def s3_options(self) -> dict[str, Any]:

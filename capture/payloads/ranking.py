@@ -1,0 +1,104 @@
+"""Ranking: a request with a list of items (plus request-level context such
+as the user) and a response with a list of scores becomes one row per item.
+
+Each row has ``item_id``, ``position`` (as sent, from 0), ``score`` and
+``rank`` (1 = highest score; ties keep the order sent), plus the item's own
+features. The request's other top-level fields become ``context``, with
+per-request aggregates: ``list_length``, ``top1_score`` and ``top1_margin``
+(top-1 minus top-2 score). When the lists differ in length, every item is
+kept without a score and a note says so: a score cannot be paired with an
+item by guessing.
+
+Auto-detected shapes: items under ``items``/``candidates``/``documents``/
+``products``, scores under ``scores``/``predictions``/``ranking_scores``;
+anything else through the mapping adapter (``items``, ``item_id``, ``scores``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from capture.payloads.base import MAX_ROWS, Extraction, Notes
+from capture.types import Exchange
+
+ITEM_KEYS = ("items", "candidates", "documents", "products")
+SCORE_KEYS = ("scores", "predictions", "ranking_scores")
+ID_FIELDS = ("item_id", "id", "doc_id", "product_id")
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def ranking_rows(
+    items: list[Any], scores: Any, notes: Notes, item_id: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows for ranked items and the per-request aggregates."""
+    if len(items) > MAX_ROWS:
+        notes.add(f"{len(items)} items cut to {MAX_ROWS} rows")
+    rows: list[dict[str, Any]] = []
+    for pos, item in enumerate(items[:MAX_ROWS]):
+        row: dict[str, Any] = {"position": pos}
+        if isinstance(item, dict):
+            field = item_id or next((f for f in ID_FIELDS if f in item), None)
+            row["item_id"] = item.get(field) if field else None
+            row["features"] = {k: v for k, v in item.items() if k != field}
+        else:
+            row["item_id"] = item
+            row["features"] = {}
+        rows.append(row)
+    aggregates: dict[str, Any] = {"list_length": len(items)}
+    if not isinstance(scores, list):
+        if scores is not None:
+            notes.add(f"scores is a {type(scores).__name__}, not a list")
+        return rows, aggregates
+    if len(scores) != len(items):
+        notes.add(f"{len(items)} items but {len(scores)} scores; scores not attached")
+        return rows, aggregates
+    numeric = [_number(s) for s in scores[: len(rows)]]
+    for row, raw in zip(rows, scores, strict=False):
+        row["score"] = raw
+    ranked = sorted(
+        (i for i, s in enumerate(numeric) if s is not None),
+        key=lambda i: (-numeric[i], i),  # type: ignore[operator]
+    )
+    if len(ranked) < len(rows):
+        notes.add(f"{len(rows) - len(ranked)} scores are not finite numbers; left unranked")
+    for rank, i in enumerate(ranked, start=1):
+        rows[i]["rank"] = rank
+    if ranked:
+        top = [numeric[i] for i in ranked[:2]]
+        aggregates["top1_score"] = top[0]
+        aggregates["top1_margin"] = top[0] - top[1] if len(top) > 1 else None  # type: ignore[operator]
+    return rows, aggregates
+
+
+def _first_list(obj: Any, keys: tuple[str, ...]) -> tuple[str | None, Any]:
+    if isinstance(obj, dict):
+        for key in keys:
+            if isinstance(obj.get(key), list):
+                return key, obj[key]
+    return None, None
+
+
+class RankingAdapter:
+    name = "ranking"
+
+    def detect(self, request: Any, response: Any, exchange: Exchange) -> bool:
+        return _first_list(request, ITEM_KEYS)[0] is not None and (
+            _first_list(response, SCORE_KEYS)[0] is not None or response is None
+        )
+
+    def extract(self, request: Any, response: Any, exchange: Exchange) -> Extraction:
+        notes = Notes()
+        key, items = _first_list(request, ITEM_KEYS)
+        _, scores = _first_list(response, SCORE_KEYS)
+        if scores is None and exchange.status < 400:
+            notes.add("response has no list of scores")
+        rows, aggregates = ranking_rows(items, scores, notes)
+        context = {k: v for k, v in request.items() if k != key}
+        context.update(aggregates)
+        return Extraction(self.name, rows=rows, context=context, error=notes.text())

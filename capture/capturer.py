@@ -13,6 +13,7 @@ redacted. Nothing it does on ``submit`` can raise into the caller.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 
 from capture.buffer import CaptureBuffer
 from capture.clock import SystemClock
+from capture.decorator import Call, call_record, decorate
 from capture.keys import KeyNamer
 from capture.record import build_record
 from capture.settings import CaptureSettings
@@ -128,6 +130,30 @@ class Capturer:
             log.exception("capture submit failed")
             return False
 
+    def offer_call(self, call: Call) -> bool:
+        """Queue a finished decorated call (``capture.decorator``)."""
+        try:
+            self.stats.offered(kept=True)
+            return self.buffer.offer(call, _call_size(call))
+        except Exception:
+            log.exception("capture offer failed")
+            return False
+
+    def capture(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        model: str | None = None,
+        key: Callable[..., Any] | None = None,
+    ) -> Any:
+        """Decorator: ``@cap.capture`` or ``@cap.capture(model="ranker", key=...)``.
+
+        See ``capture.decorator`` for what is recorded and what it costs.
+        """
+        if fn is None:
+            return lambda f: decorate(self, f, model=model, key=key)
+        return decorate(self, fn, model=model, key=key)
+
     def offer_record(self, record: dict[str, Any], nbytes: int) -> bool:
         """Queue an already-built (already-sampled) record."""
         try:
@@ -150,6 +176,10 @@ class Capturer:
                     self.extract(record, req_json, resp_json, exchange)
                 except Exception as exc:  # keep the record, say why it has no rows
                     record["parse"] = {"adapter": None, "error": f"extractor failed: {exc!r}"[:500]}
+            if record["parse"].get("error"):
+                self.stats.add("parse_errors")
+        elif isinstance(item, Call):
+            record = call_record(item, self)
             if record["parse"].get("error"):
                 self.stats.add("parse_errors")
         else:
@@ -195,3 +225,17 @@ def _open_spool(directory: Path, **options: Any) -> Any:
     from capture.spool import DiskSpool  # only processes that configure a spool load it
 
     return DiskSpool(directory, **options)
+
+
+def _call_size(call: Call) -> int:
+    """Rough in-memory size of a queued call, O(1): containers count 64 B an entry."""
+    size = 1024
+    for value in (*call.args, *call.kwargs.values(), call.result):
+        if isinstance(value, (bytes, str)):
+            size += len(value)
+        elif hasattr(value, "nbytes"):
+            size += int(value.nbytes)
+        elif hasattr(value, "__len__"):
+            with contextlib.suppress(Exception):
+                size += 64 * len(value)
+    return size

@@ -277,19 +277,21 @@ def decorate(
 ) -> F:
     """Wrap ``fn`` (sync or async) so each sampled call becomes a record."""
     sampler = capturer.sampler
+    stats = capturer.stats
     name = getattr(fn, "__qualname__", repr(fn))
     skip = _skip_self(fn)
     keep_errors = sampler.keep_errors
-    slow_s = sampler.slow_s
+    slow_s = sampler.slow_s if sampler.slow_s is not None else float("inf")
+    rate = sampler.rate
     rand = random.random
     clock = time.time
     perf = time.perf_counter
 
-    def decide(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        if sampler.rate >= 1.0:
+    def sampled(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        if rate >= 1.0:
             return True
         if key is None:
-            return rand() < sampler.rate
+            return rand() < rate
         try:
             return sampler.hit(str(key(*args[skip:], **kwargs)))
         except Exception:
@@ -302,21 +304,15 @@ def decorate(
         kwargs: dict[str, Any],
         result: Any,
         error: BaseException | None,
-        start: float,
         elapsed: float,
     ) -> None:
         try:
             if ctx is None:  # not sampled: only errors and slow calls are kept
-                if error is not None and keep_errors:
-                    reason = "error"
-                elif slow_s is not None and elapsed >= slow_s:
-                    reason = "slow"
-                else:
-                    capturer.stats.offered(kept=False)
-                    return
+                reason = "error" if error is not None else "slow"
                 ctx = CallContext(None, model)
             else:
                 reason = "sampled"
+            start = clock() - elapsed
             call = Call(ctx, name, args[skip:], kwargs, result, error, start, elapsed, reason)
             capturer.offer_call(call)
         except Exception:
@@ -326,36 +322,64 @@ def decorate(
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            ctx = CallContext(new_event_id(), model) if decide(args, kwargs) else None
-            token = _current.set(ctx) if ctx is not None else None
-            start, t0 = clock(), perf()
+            t0 = perf()
+            if not sampled(args, kwargs):
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    if keep_errors:
+                        finish(None, args, kwargs, None, exc, perf() - t0)
+                    else:
+                        stats.count_unsampled()
+                    raise
+                elapsed = perf() - t0
+                if elapsed >= slow_s:
+                    finish(None, args, kwargs, result, None, elapsed)
+                else:
+                    stats.count_unsampled()
+                return result
+            ctx = CallContext(new_event_id(), model)
+            token = _current.set(ctx)
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                finish(ctx, args, kwargs, None, exc, start, perf() - t0)
+                _current.reset(token)
+                finish(ctx, args, kwargs, None, exc, perf() - t0)
                 raise
-            finally:
-                if token is not None:
-                    _current.reset(token)
-            finish(ctx, args, kwargs, result, None, start, perf() - t0)
+            _current.reset(token)
+            finish(ctx, args, kwargs, result, None, perf() - t0)
             return result
 
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = CallContext(new_event_id(), model) if decide(args, kwargs) else None
-        token = _current.set(ctx) if ctx is not None else None
-        start, t0 = clock(), perf()
+        t0 = perf()
+        if not sampled(args, kwargs):
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                if keep_errors:
+                    finish(None, args, kwargs, None, exc, perf() - t0)
+                else:
+                    stats.count_unsampled()
+                raise
+            elapsed = perf() - t0
+            if elapsed >= slow_s:
+                finish(None, args, kwargs, result, None, elapsed)
+            else:
+                stats.count_unsampled()
+            return result
+        ctx = CallContext(new_event_id(), model)
+        token = _current.set(ctx)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            finish(ctx, args, kwargs, None, exc, start, perf() - t0)
+            _current.reset(token)
+            finish(ctx, args, kwargs, None, exc, perf() - t0)
             raise
-        finally:
-            if token is not None:
-                _current.reset(token)
-        finish(ctx, args, kwargs, result, None, start, perf() - t0)
+        _current.reset(token)
+        finish(ctx, args, kwargs, result, None, perf() - t0)
         return result
 
     return wrapper  # type: ignore[return-value]

@@ -79,6 +79,10 @@ class CaptureStats:
         for trigger in FLUSH_TRIGGERS:
             self._labeled["flushes"][trigger] = 0
         self._gauges: dict[str, Callable[[], float]] = {}
+        # Per-thread cells for the hottest counter (unsampled decorated calls):
+        # each thread adds to its own cell without a lock; snapshots sum them.
+        self._local = threading.local()
+        self._cells: list[list[int]] = []
 
     def add(self, name: str, n: int = 1) -> None:
         if name not in self._counts:
@@ -92,6 +96,19 @@ class CaptureStats:
             counts = self._counts
             counts["offered"] += 1
             counts["kept" if kept else "sampled_out"] += 1
+
+    def count_unsampled(self) -> None:
+        """Count one offered, sampled-out call; lock-free (per-thread cell)."""
+        try:
+            self._local.cell[0] += 1
+        except AttributeError:
+            cell = [1]
+            with self._lock:
+                self._cells.append(cell)
+            self._local.cell = cell
+
+    def _unsampled(self) -> int:
+        return sum(cell[0] for cell in list(self._cells))
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` records dropped for ``reason`` (one of ``DROP_REASONS``)."""
@@ -108,7 +125,10 @@ class CaptureStats:
 
     def get(self, name: str) -> int:
         with self._lock:
-            return self._counts[name]
+            value = self._counts[name]
+        if name in ("offered", "sampled_out"):
+            value += self._unsampled()
+        return value
 
     def dropped(self, reason: str | None = None) -> int:
         with self._lock:
@@ -119,6 +139,10 @@ class CaptureStats:
         """All counters, labeled counters and gauges as plain values."""
         with self._lock:
             snap: dict[str, Any] = dict(self._counts)
+        unsampled = self._unsampled()
+        snap["offered"] += unsampled
+        snap["sampled_out"] += unsampled
+        with self._lock:
             for name, values in self._labeled.items():
                 snap[name] = dict(values)
         for name, read in list(self._gauges.items()):

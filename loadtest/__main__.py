@@ -1,12 +1,12 @@
-"""Run benchmarks: ``python -m loadtest [capture] [--quick]``."""
+"""Run benchmarks: ``python -m loadtest [capture] [payloads] [--quick]``."""
 
 from __future__ import annotations
 
 import sys
 
-from loadtest import bench_capture
+from loadtest import bench_capture, bench_payloads
 
-SUITES = {"capture": bench_capture.main}
+SUITES = {"capture": bench_capture.main, "payloads": bench_payloads.main}
 
 
 def main(argv: list[str]) -> int:

@@ -27,29 +27,28 @@ SCORE_KEYS = ("scores", "predictions", "ranking_scores")
 ID_FIELDS = ("item_id", "id", "doc_id", "product_id")
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def ranking_rows(
     items: list[Any], scores: Any, notes: Notes, item_id: str | None = None
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Rows for ranked items and the per-request aggregates."""
     if len(items) > MAX_ROWS:
         notes.add(f"{len(items)} items cut to {MAX_ROWS} rows")
+    first = next((i for i in items if isinstance(i, dict)), None)
+    field = item_id or (next((f for f in ID_FIELDS if f in first), None) if first else None)
     rows: list[dict[str, Any]] = []
+    append = rows.append
     for pos, item in enumerate(items[:MAX_ROWS]):
-        row: dict[str, Any] = {"position": pos}
         if isinstance(item, dict):
-            field = item_id or next((f for f in ID_FIELDS if f in item), None)
-            row["item_id"] = item.get(field) if field else None
-            row["features"] = {k: v for k, v in item.items() if k != field}
+            features = dict(item)
+            append(
+                {
+                    "position": pos,
+                    "item_id": features.pop(field, None) if field else None,
+                    "features": features,
+                }
+            )
         else:
-            row["item_id"] = item
-            row["features"] = {}
-        rows.append(row)
+            append({"position": pos, "item_id": item, "features": {}})
     aggregates: dict[str, Any] = {"list_length": len(items)}
     if not isinstance(scores, list):
         if scores is not None:
@@ -58,21 +57,23 @@ def ranking_rows(
     if len(scores) != len(items):
         notes.add(f"{len(items)} items but {len(scores)} scores; scores not attached")
         return rows, aggregates
-    numeric = [_number(s) for s in scores[: len(rows)]]
-    for row, raw in zip(rows, scores, strict=False):
+    ranked: list[int] = []
+    negated: dict[int, float] = {}
+    isfinite = math.isfinite
+    for i, (row, raw) in enumerate(zip(rows, scores, strict=False)):
         row["score"] = raw
-    ranked = sorted(
-        (i for i, s in enumerate(numeric) if s is not None),
-        key=lambda i: (-numeric[i], i),  # type: ignore[operator]
-    )
+        if type(raw) in (int, float) and isfinite(raw):
+            ranked.append(i)
+            negated[i] = -raw
+    ranked.sort(key=negated.__getitem__)  # stable: ties keep the order sent
     if len(ranked) < len(rows):
         notes.add(f"{len(rows) - len(ranked)} scores are not finite numbers; left unranked")
     for rank, i in enumerate(ranked, start=1):
         rows[i]["rank"] = rank
     if ranked:
-        top = [numeric[i] for i in ranked[:2]]
-        aggregates["top1_score"] = top[0]
-        aggregates["top1_margin"] = top[0] - top[1] if len(top) > 1 else None  # type: ignore[operator]
+        top1 = -negated[ranked[0]]
+        aggregates["top1_score"] = float(top1)
+        aggregates["top1_margin"] = top1 + negated[ranked[1]] if len(ranked) > 1 else None
     return rows, aggregates
 
 

@@ -6,10 +6,11 @@ but read through callbacks at snapshot time, so nothing on the request path
 updates them. The server turns ``snapshot()`` into Prometheus metrics with a
 custom collector at scrape time (see ``server/metrics.py``).
 
-Invariant the tests check: once the buffer is closed,
-``offered == kept + sampled_out`` and
-``kept == records_written + spooled_pending + sum(dropped)``
-(records written or still in the spool, or dropped with a reason).
+Invariant the tests check: ``offered == kept + sampled_out`` and, once the
+buffer is closed, ``kept == records_written + replayed_records +
+spool_records + sum(dropped)`` (records written directly or from the spool,
+still in the spool, or dropped with a reason), counting only this process's
+records (a spool left by a previous process adds its own).
 
 Drop reasons:
 

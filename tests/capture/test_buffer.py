@@ -227,3 +227,65 @@ def test_stats_invariant(tmp_path):
     s = stats.snapshot()
     assert s["kept"] == s["records_written"] + sum(s["dropped"].values())
     assert s["dropped"]["buffer_full"] > 0
+
+
+def make_spooled(tmp_path, **cfg):
+    from capture.spool import DiskSpool
+
+    stats = CaptureStats()
+    sink = GatedSink(tmp_path / "sink")
+    spool = DiskSpool(tmp_path / "spool", fsync=False, stats=stats)
+    cfg.setdefault("retry_initial_s", 0.02)
+    cfg.setdefault("replay_interval_s", 0.1)
+    buf = CaptureBuffer(
+        sink, KeyNamer("", "m"), config=BufferConfig(**cfg), spool=spool, stats=stats
+    )
+    return sink, spool, buf
+
+
+def test_failing_sink_spills_to_spool_and_replays_on_recovery(tmp_path):
+    sink, spool, buf = make_spooled(tmp_path, max_records=10)
+    sink.failing = True
+    for i in range(50):
+        buf.offer(rec(i), 100)
+    assert buf.flush(timeout=10)
+    s = buf.stats.snapshot()
+    assert s["spooled_records"] == 50 and s["records_written"] == 0 and s["spool_records"] == 50
+    assert s["upload_failures"] >= 3
+    sink.failing = False
+    assert wait_for(lambda: spool.is_empty(), timeout=10)
+    buf.close()
+    ids = sorted(r["event_id"] for r in all_records(sink.root))
+    assert ids == sorted(f"e{i}" for i in range(50))
+    s = buf.stats.snapshot()
+    assert s["replayed_records"] == 50 and sum(s["dropped"].values()) == 0
+
+
+def test_permanent_failure_with_spool_keeps_the_batch(tmp_path):
+    sink, spool, buf = make_spooled(tmp_path)
+    sink.failing, sink.retryable = True, False
+    buf.offer(rec(1), 10)
+    buf.close()
+    assert spool.pending_records() == 1 and buf.stats.dropped() == 0
+
+
+def test_full_spool_counts_drops(tmp_path):
+    from capture.spool import DiskSpool
+
+    stats = CaptureStats()
+    sink = GatedSink(tmp_path / "sink")
+    spool = DiskSpool(tmp_path / "spool", fsync=False, stats=stats, max_bytes=600)
+    buf = CaptureBuffer(
+        sink,
+        KeyNamer("", "m"),
+        spool=spool,
+        stats=stats,
+        config=BufferConfig(max_records=1, retry_initial_s=0.01),
+    )
+    sink.failing = True
+    for i in range(20):
+        buf.offer(rec(i, pad="x" * 200), 300)
+    buf.close()
+    s = stats.snapshot()
+    assert s["dropped"]["spool_full"] > 0
+    assert s["spooled_records"] + s["dropped"]["spool_full"] == 20

@@ -216,9 +216,9 @@ class DiskSpool:
 
     def _truncate(self, path: Path, size: int) -> None:
         """Undo a partial append so the segment stays well-formed."""
-        with contextlib.suppress(OSError):  # else the torn entry fails its checksum on replay
-            with open(path, "r+b") as fh:
-                fh.truncate(size)
+        # If this fails too, the torn entry fails its checksum on replay.
+        with contextlib.suppress(OSError), open(path, "r+b") as fh:
+            fh.truncate(size)
 
     # -- replaying ----------------------------------------------------------
 

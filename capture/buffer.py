@@ -193,6 +193,7 @@ class CaptureBuffer:
         self._closing = False
         self._deadline = float("inf")
         self._sink_down = False
+        self._failing = False  # an outage is being logged
         self._stop = threading.Event()
 
         self.stats.gauge("buffer_records", lambda: self._pending_records)
@@ -388,6 +389,9 @@ class CaptureBuffer:
             except Exception as exc:  # a sink that does not translate its errors
                 err = SinkError(f"{type(exc).__name__}: {exc}")
             else:
+                if self._failing:
+                    self._failing = False
+                    log.warning("sink %s is taking uploads again", self.sink.describe())
                 self._sink_down = False
                 self.stats.add("records_written", obj.records)
                 self.stats.add("batches_written")
@@ -395,7 +399,11 @@ class CaptureBuffer:
                 return
             attempt += 1
             self.stats.add("upload_failures")
-            log.warning("upload of %s failed (attempt %d): %s", obj.key, attempt, err)
+            if self._failing:  # one warning per outage, not one per attempt
+                log.debug("upload of %s failed (attempt %d): %s", obj.key, attempt, err)
+            else:
+                self._failing = True
+                log.warning("upload of %s failed, retrying with backoff: %s", obj.key, err)
             give_up = not err.retryable or self.clock.monotonic() >= self._deadline
             if self.spool is not None and (give_up or attempt >= cfg.attempts_before_spool):
                 self._sink_down = self._sink_down or err.retryable

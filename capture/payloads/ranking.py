@@ -89,9 +89,7 @@ class RankingAdapter:
     name = "ranking"
 
     def detect(self, request: Any, response: Any, exchange: Exchange) -> bool:
-        return _first_list(request, ITEM_KEYS)[0] is not None and (
-            _first_list(response, SCORE_KEYS)[0] is not None or response is None
-        )
+        return _first_list(request, ITEM_KEYS)[0] is not None
 
     def extract(self, request: Any, response: Any, exchange: Exchange) -> Extraction:
         notes = Notes()
@@ -99,6 +97,7 @@ class RankingAdapter:
         _, scores = _first_list(response, SCORE_KEYS)
         if scores is None and exchange.status < 400:
             notes.add("response has no list of scores")
+            scores = None
         rows, aggregates = ranking_rows(items, scores, notes)
         context = {k: v for k, v in request.items() if k != key}
         context.update(aggregates)

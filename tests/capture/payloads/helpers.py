@@ -1,5 +1,8 @@
+import json
+
 import orjson
 
+from capture.encoding import dumps
 from capture.payloads import MappingConfig, PayloadExtractor
 from capture.record import RecordConfig, build_record
 from capture.types import Exchange
@@ -17,8 +20,9 @@ def run(
     config=None,
 ):
     """Build the record for one exchange and extract it, as the buffer does."""
-    req = request if isinstance(request, bytes) else orjson.dumps(request)
-    resp = response if isinstance(response, bytes) else orjson.dumps(response)
+    # stdlib json, as clients write it: big integers, NaN/Infinity literals
+    req = request if isinstance(request, bytes) else json.dumps(request).encode()
+    resp = response if isinstance(response, bytes) else json.dumps(response).encode()
     ex = Exchange(
         "e1",
         1_700_000_000.0,
@@ -36,7 +40,7 @@ def run(
     )
     record, req_json, resp_json = build_record(ex, config or RecordConfig())
     (extractor or PayloadExtractor())(record, req_json, resp_json, ex)
-    orjson.loads(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+    orjson.loads(dumps(record))  # the record always encodes
     return record
 
 

@@ -318,6 +318,8 @@ def decorate(
         except Exception:
             log.exception("capture of %s failed; the call itself was not affected", name)
 
+    # The sync and async wrappers are spelled out twice on purpose: folding the
+    # unsampled branch into ``finish`` costs ~0.6 us a call, the whole budget.
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)

@@ -69,6 +69,42 @@ class Exchange(NamedTuple):
     model: str | None = None
     extra: dict[str, Any] | None = None
 
+    @classmethod
+    def of(
+        cls,
+        request_body: bytes,
+        response_body: bytes,
+        *,
+        path: str = "/",
+        method: str = "POST",
+        status: int = 200,
+        content_type: str = "application/json",
+        event_id: str | None = None,
+        latency_s: float = 0.0,
+        start: float | None = None,
+    ) -> Exchange:
+        """A complete exchange with both bodies of one content type (tools, tests, demos)."""
+        import time
+
+        from capture.record import new_event_id
+
+        headers = [("content-type", content_type)]
+        return cls(
+            event_id or new_event_id(),
+            time.time() if start is None else start,
+            latency_s,
+            method,
+            path,
+            "",
+            headers,
+            request_body,
+            len(request_body),
+            status,
+            list(headers),
+            response_body,
+            len(response_body),
+        )
+
     def size_hint(self) -> int:
         """Bytes this exchange holds in memory, approximately (O(1))."""
         return len(self.request_body) + len(self.response_body) + 512

@@ -26,7 +26,6 @@ import orjson
 from capture.buffer import BufferConfig, CaptureBuffer
 from capture.capturer import Capturer
 from capture.keys import KeyNamer
-from capture.record import new_event_id
 from capture.types import Exchange
 
 
@@ -55,21 +54,8 @@ def record_1kb(i: int) -> dict[str, Any]:
 
 def exchange(i: int) -> Exchange:
     body = orjson.dumps({"instances": [[(i + j) % 97 / 3 for j in range(20)]]})
-    resp = b'{"predictions": [0.731]}'
-    return Exchange(
-        new_event_id(),
-        time.time(),
-        0.003,
-        "POST",
-        "/v1/models/m:predict",
-        "",
-        [("content-type", "application/json")],
-        body,
-        len(body),
-        200,
-        [("content-type", "application/json")],
-        resp,
-        len(resp),
+    return Exchange.of(
+        body, b'{"predictions": [0.731]}', path="/v1/models/m:predict", latency_s=0.003
     )
 
 

@@ -18,7 +18,7 @@ import orjson
 
 import capture
 from capture.payloads import PayloadExtractor
-from capture.record import RecordConfig, build_record, new_event_id
+from capture.record import RecordConfig, build_record
 from capture.types import Exchange
 
 
@@ -70,21 +70,8 @@ def bench_decorator(n: int) -> None:
 
 def kserve_exchange() -> Exchange:
     body = orjson.dumps({"instances": [{f"f{i}": i * 1.5 for i in range(20)}]})
-    resp = b'{"predictions": [0.73]}'
-    return Exchange(
-        new_event_id(),
-        time.time(),
-        0.003,
-        "POST",
-        "/v1/models/m:predict",
-        "",
-        [("content-type", "application/json")],
-        body,
-        len(body),
-        200,
-        [("content-type", "application/json")],
-        resp,
-        len(resp),
+    return Exchange.of(
+        body, b'{"predictions": [0.73]}', path="/v1/models/m:predict", latency_s=0.003
     )
 
 
@@ -97,21 +84,7 @@ def ranking_exchange(items: int = 100) -> Exchange:
         }
     )
     resp = orjson.dumps({"scores": [((i * 37) % 100) / 100 for i in range(items)]})
-    return Exchange(
-        new_event_id(),
-        time.time(),
-        0.003,
-        "POST",
-        "/rank",
-        "",
-        [("content-type", "application/json")],
-        body,
-        len(body),
-        200,
-        [("content-type", "application/json")],
-        resp,
-        len(resp),
-    )
+    return Exchange.of(body, resp, path="/rank", latency_s=0.003)
 
 
 def bench_adapter(label: str, ex: Exchange, n: int) -> None:

@@ -49,6 +49,31 @@ def all_records(root: Path) -> list[dict[str, Any]]:
     return [r for recs in read_objects(root).values() for r in recs]
 
 
+def read_then_kill(child: Any, until: Any) -> list[str]:
+    """Read the child's stdout lines until ``until(line)``, then SIGKILL it.
+
+    The child is dead on return, whatever happened.
+    """
+    import signal
+
+    lines: list[str] = []
+    try:
+        while True:
+            line = child.stdout.readline()
+            if not line:
+                raise AssertionError(f"child ended early after {lines[-3:]}")
+            lines.append(line.strip())
+            if until(lines[-1]):
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return lines
+
+
 def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02) -> bool:
     import time
 

@@ -3,7 +3,6 @@ start and mid-stream, with and without a spool, and a SIGKILL mid-write."""
 
 import gzip
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import orjson
 
 from capture.capturer import Capturer
 from tests.capture.test_capturer import ex
-from tests.support import wait_for
+from tests.support import read_then_kill, wait_for
 
 
 def s3_records(client, bucket, prefix=""):
@@ -155,18 +154,9 @@ def test_sigkill_while_writing_then_restart_replays_the_spool(
         text=True,
         env=env,
     )
-    try:
-        first = child.stdout.readline().split()
-        assert first == ["spooled", "40"]
-        offered = 40
-        while offered < 200:
-            offered = int(child.stdout.readline().split()[1])
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    lines = read_then_kill(child, lambda line: line.startswith("offered") and int(line[8:]) >= 200)
+    assert lines[0] == "spooled 40"
+    offered = int(lines[-1].split()[1])
     s3_proxy.up()
     with capturer(s3_proxy, s3_bucket, spool_dir=str(spool), spool_replay_s=0.2) as cap:
         assert wait_for(lambda: cap.spool.is_empty(), timeout=60)

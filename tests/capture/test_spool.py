@@ -1,5 +1,4 @@
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,7 +13,7 @@ from capture.errors import SinkError, SpoolError
 from capture.sinks.local import LocalSink
 from capture.spool import MAGIC, DiskSpool, SpoolFullError
 from capture.stats import CaptureStats
-from tests.support import GatedSink
+from tests.support import GatedSink, read_then_kill
 
 
 class FlakySink(GatedSink):
@@ -229,16 +228,7 @@ def test_sigkill_loses_nothing_that_write_returned_for(tmp_path):
         text=True,
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
-    acked = -1
-    try:
-        while acked < 150:
-            acked = int(child.stdout.readline())
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    acked = int(read_then_kill(child, lambda line: int(line) >= 150)[-1])
     spool = DiskSpool(tmp_path / "spool")
     sink = GatedSink(tmp_path / "sink")
     spool.replay(sink)

@@ -75,3 +75,36 @@ def apply_item_lookups(rows: list[dict[str, Any]], items: Any, notes: Notes) -> 
             notes.add(f"{missing} item lookups name items not in the request")
     else:
         notes.add("item lookups are neither a list nor an object")
+
+
+_HEADER_B = HEADER.encode()
+_FIELD_B = b'"' + FIELD.encode() + b'"'
+
+
+def strip_for_client(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """What the client may see of a response: without the lookups header and
+    without a top-level ``_modeltap`` field, ``Content-Length`` fixed.
+
+    For the proxy's request path, so it is cheap when there is nothing to
+    strip: a header scan and one bytes search; the body is parsed only when
+    it contains ``"_modeltap"``. A body that cannot be parsed, or where the
+    name is not a top-level field, is returned unchanged.
+    """
+    out = [(k, v) for k, v in headers if k.lower() != _HEADER_B]
+    if _FIELD_B not in body:
+        return out, body
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return out, body
+    if not isinstance(parsed, dict) or FIELD not in parsed:
+        return out, body
+    del parsed[FIELD]
+    new_body = orjson.dumps(parsed)
+    fixed = [
+        (k, str(len(new_body)).encode()) if k.lower() == b"content-length" else (k, v)
+        for k, v in out
+    ]
+    return fixed, new_body

@@ -220,3 +220,30 @@ def test_bad_lookups_header_is_noted_and_record_kept(value, note):
         {"instances": [[1]]}, {"predictions": [1]}, resp_headers=[("x-modeltap-lookups", value)]
     )
     assert note in r["parse"]["error"] and r["rows"][0]["prediction"] == 1 and r["lookups"] == {}
+
+
+def test_strip_for_client_removes_header_and_field_and_fixes_length():
+    from capture.payloads.lookups import strip_for_client
+
+    body = orjson.dumps({"scores": [0.1, 0.2], "_modeltap": {"lookups": {"ltv": 3}}})
+    headers = [
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", str(len(body)).encode()),
+        (b"X-Modeltap-Lookups", b'{"a": 1}'),
+        (b"X-Other", b"kept"),
+    ]
+    out_headers, out_body = strip_for_client(headers, body)
+    assert orjson.loads(out_body) == {"scores": [0.1, 0.2]}
+    assert out_headers == [
+        (b"Content-Type", b"application/json"),
+        (b"Content-Length", str(len(out_body)).encode()),
+        (b"X-Other", b"kept"),
+    ]
+    # nothing to strip: the very same bytes object comes back
+    plain = b'{"scores": [1]}'
+    assert strip_for_client([(b"content-length", b"15")], plain)[1] is plain
+    # the name inside a nested object, or a body that is not JSON: unchanged
+    nested = b'{"x": {"_modeltap": 1}}'
+    assert strip_for_client([], nested)[1] is nested
+    broken = b'{"_modeltap": '
+    assert strip_for_client([], broken)[1] is broken

@@ -1,11 +1,47 @@
-"""`modeltap-proxy` entry point (the proxy lands with its own issue)."""
+"""``modeltap-proxy`` / ``python -m server``: run the proxy with uvicorn.
 
+    MODELTAP_UPSTREAM_URL=http://127.0.0.1:9000 modeltap-proxy --port 8080
+
+Settings come from ``MODELTAP_*`` variables and the same-named flags
+(``--help`` lists them). SIGTERM: uvicorn stops accepting, finishes in-flight
+requests, then the lifespan flushes (or spools) the capture within
+``MODELTAP_SHUTDOWN_TIMEOUT_S`` and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
 import sys
 
+from capture.errors import ConfigError
 
-def main() -> int:
-    print("modeltap-proxy: the proxy is not built yet; see the README.", file=sys.stderr)
-    return 2
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from server.app import create_app
+    from server.settings import parse_args
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        settings = parse_args(argv)
+    except ConfigError as exc:
+        print(f"modeltap-proxy: {exc}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -77,3 +78,51 @@ class CaptureCollector(Collector):
                 g = GaugeMetricFamily(f"{NS}_{name}", doc, labels=["model"])
                 g.add_metric([self.model], snap[key])
                 yield g
+
+
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ProxyMetrics:
+    """Request metrics of the proxy, on a registry the app owns."""
+
+    def __init__(self, registry: CollectorRegistry, model: str) -> None:
+        from prometheus_client import Counter, Histogram
+
+        self.model = model
+        self.requests = Counter(
+            "modeltap_proxy_requests",
+            "Requests proxied, by method and status",
+            ["model", "method", "status"],
+            registry=registry,
+        )
+        self.upstream = Histogram(
+            "modeltap_proxy_upstream_seconds",
+            "Time the model took (first byte to last)",
+            ["model"],
+            buckets=_BUCKETS,
+            registry=registry,
+        ).labels(model)
+        self.total = Histogram(
+            "modeltap_proxy_request_seconds",
+            "Total time of the exchange through the proxy",
+            ["model"],
+            buckets=_BUCKETS,
+            registry=registry,
+        ).labels(model)
+        self.overhead = Histogram(
+            "modeltap_proxy_overhead_seconds",
+            "Proxy time outside the upstream call",
+            ["model"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
+            registry=registry,
+        ).labels(model)
+
+    def observe(self, method: str, status: int, total: float, upstream: float | None) -> None:
+        m = method if method in _METHODS else "OTHER"
+        self.requests.labels(self.model, m, str(status)).inc()
+        self.total.observe(total)
+        if upstream is not None:
+            self.upstream.observe(upstream)
+            self.overhead.observe(max(0.0, total - upstream))

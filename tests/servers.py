@@ -20,17 +20,19 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def uvicorn_server(app: Any) -> Iterator[str]:
+def uvicorn_server(app: Any, lifespan: str = "off") -> Iterator[str]:
     """Serve an ASGI app with uvicorn in a thread; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan)
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
+            server.should_exit = True
+            thread.join(10)
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.01)
     try:

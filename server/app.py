@@ -1,0 +1,189 @@
+"""``create_app(settings)``: the proxy as one ASGI app.
+
+Requests under ``/_modeltap/`` go to a small FastAPI app (``healthz``,
+``readyz``, ``metrics``, ``flush``); everything else goes to the forwarder.
+The lifespan owns the upstream session, the capturer and its threads: it
+checks the sink is writable before the first request (a clear startup error
+otherwise), and on shutdown (uvicorn finishes in-flight requests first)
+flushes or spools the buffer within ``MODELTAP_SHUTDOWN_TIMEOUT_S``.
+
+Nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from typing import Any
+
+import aiohttp
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from capture.capturer import Capturer
+from capture.errors import CaptureError
+from server.metrics import CaptureCollector, ProxyMetrics
+from server.proxy import Forwarder, Receive, Scope, Send
+from server.settings import ProxySettings
+
+log = logging.getLogger(__name__)
+
+ADMIN_PREFIX = "/_modeltap/"
+
+
+class ProxyApp:
+    """The ASGI entry point; state lives here, created in the lifespan."""
+
+    def __init__(
+        self, settings: ProxySettings, *, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.capturer: Capturer | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.forwarder: Forwarder | None = None
+        self.admin = _admin_app(self)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "http" and scope["path"].startswith(ADMIN_PREFIX):
+            await self.admin(scope, receive, send)
+        elif kind == "http" and self.forwarder is not None:
+            await self.forwarder(scope, receive, send)
+        elif kind == "http":
+            await _plain(send, 503, b'{"error": "proxy starting"}')
+
+    async def startup(self) -> None:
+        s = self.settings
+        self.capturer = Capturer(s.capture)
+        await asyncio.to_thread(self.capturer.check)  # fail at start on an unwritable sink
+        self.registry.register(CaptureCollector(self.capturer.stats, model=s.capture.model))
+        metrics = ProxyMetrics(self.registry, s.capture.model)
+        connector = aiohttp.TCPConnector(limit=s.upstream_max_connections, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            timeout=aiohttp.ClientTimeout(
+                total=s.upstream_timeout_s, connect=s.upstream_connect_timeout_s
+            ),
+        )
+        self.forwarder = Forwarder(
+            s.upstream_url,
+            self.session,
+            self.capturer,
+            metrics,
+            timeout_s=s.upstream_timeout_s,
+            stream_capture=s.stream_capture,
+        )
+        log.info("proxying to %s, capturing to %s", s.upstream_url, self.capturer.sink.describe())
+
+    async def shutdown(self) -> None:
+        self.forwarder = None
+        if self.session is not None:
+            await self.session.close()
+        if self.capturer is not None:
+            await asyncio.to_thread(self.capturer.close, self.settings.shutdown_timeout_s)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except (CaptureError, OSError) as exc:
+                    log.error("cannot start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: ProxySettings, *, registry: CollectorRegistry | None = None) -> ProxyApp:
+    """The proxy app for ``settings`` (serve it with uvicorn, lifespan on)."""
+    return ProxyApp(settings, registry=registry)
+
+
+async def _plain(send: Send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _admin_app(proxy: ProxyApp) -> FastAPI:
+    app = FastAPI(
+        title="modeltap admin",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=ADMIN_PREFIX + "openapi.json",
+    )
+
+    @app.get(ADMIN_PREFIX + "healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get(ADMIN_PREFIX + "readyz")
+    async def readyz() -> JSONResponse:
+        """Upstream reachable (any HTTP answer) and sink writable."""
+        checks: dict[str, Any] = {}
+        session, capturer = proxy.session, proxy.capturer
+        if session is None or capturer is None:
+            return JSONResponse({"ready": False, "checks": {"startup": "not done"}}, 503)
+        try:
+            async with session.get(
+                proxy.settings.upstream_url, timeout=aiohttp.ClientTimeout(total=2)
+            ) as resp:
+                checks["upstream"] = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            checks["upstream"] = f"unreachable: {type(exc).__name__}"
+        try:
+            await asyncio.to_thread(capturer.check)
+            checks["sink"] = "writable"
+        except CaptureError as exc:
+            checks["sink"] = f"not writable: {exc}"
+        ready = checks["upstream"].startswith("HTTP") and checks["sink"] == "writable"
+        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+
+    @app.get(ADMIN_PREFIX + "metrics")
+    async def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(generate_latest(proxy.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(ADMIN_PREFIX + "flush")
+    async def flush(request: Request) -> JSONResponse:
+        """Flush the capture buffer now (bearer token ``MODELTAP_ADMIN_TOKEN``)."""
+        denied = _authorize(proxy.settings.admin_token, request.headers.get("authorization"))
+        if denied is not None:
+            return denied
+        capturer = proxy.capturer
+        if capturer is None:
+            return JSONResponse({"error": "not started"}, 503)
+        done = await asyncio.to_thread(capturer.flush, proxy.settings.shutdown_timeout_s)
+        return JSONResponse({"flushed": done}, 200 if done else 504)
+
+    return app
+
+
+def _authorize(token: str | None, header: str | None) -> JSONResponse | None:
+    """None when allowed; admin writes are refused when no token is configured."""
+    if not token:
+        return JSONResponse({"error": "admin writes are disabled: set MODELTAP_ADMIN_TOKEN"}, 403)
+    given = (header or "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return JSONResponse(
+            {"error": "bad or missing bearer token"}, 401, headers={"WWW-Authenticate": "Bearer"}
+        )
+    return None

@@ -1,0 +1,93 @@
+"""Proxy settings: ``MODELTAP_*`` environment variables, or the same names as
+CLI flags (``--upstream-url`` for ``MODELTAP_UPSTREAM_URL``). The capture's
+own settings (sink, sampling, flush triggers, ...) come from
+``capture.settings.CaptureSettings`` and are read from the same environment.
+
+Bad settings fail at start with a message naming the variable: a malformed
+upstream URL, an invalid port, or (checked by ``create_app``'s lifespan) a
+sink that cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from capture.errors import ConfigError
+from capture.settings import PREFIX, CaptureSettings, from_env
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The proxy's own settings; ``capture`` holds the capture's."""
+
+    upstream_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_token: str | None = None
+    upstream_timeout_s: float = 60.0
+    upstream_connect_timeout_s: float = 5.0
+    upstream_max_connections: int = 256
+    shutdown_timeout_s: float = 25.0
+    stream_capture: bool = True
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+
+    def __post_init__(self) -> None:
+        if not self.upstream_url:
+            raise ConfigError("MODELTAP_UPSTREAM_URL is required (the model server's base URL)")
+        parts = urlsplit(self.upstream_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"MODELTAP_UPSTREAM_URL={self.upstream_url!r} must be http(s)://host[:port][/base]"
+            )
+        try:
+            parts.port  # noqa: B018 - raises on a bad port
+        except ValueError as exc:
+            raise ConfigError(f"MODELTAP_UPSTREAM_URL={self.upstream_url!r}: {exc}") from None
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"MODELTAP_PORT={self.port} is not a TCP port")
+        for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "shutdown_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{PREFIX}{name.upper()} must be > 0")
+        if self.upstream_max_connections < 1:
+            raise ConfigError("MODELTAP_UPSTREAM_MAX_CONNECTIONS must be >= 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ProxySettings:
+        env = os.environ if environ is None else environ
+        overrides.setdefault("capture", CaptureSettings.from_env(env))
+        return from_env(cls, env, **overrides)
+
+
+def _fields(cls: type[Any]) -> list[tuple[str, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "capture"]
+
+
+def parse_args(
+    argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
+) -> ProxySettings:
+    """Settings from CLI flags over environment variables over defaults."""
+    parser = argparse.ArgumentParser(
+        prog="modeltap-proxy",
+        description="Reverse proxy that captures what a model server sees and says.",
+        epilog="Every flag is also an environment variable: --sample-rate is MODELTAP_SAMPLE_RATE.",
+    )
+    for cls in (ProxySettings, CaptureSettings):
+        for name, _ in _fields(cls):
+            parser.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=name,
+                default=None,
+                metavar=(PREFIX + name.upper()),
+            )
+    args = vars(parser.parse_args(argv))
+    env = dict(os.environ if environ is None else environ)
+    env.update({PREFIX + k.upper(): v for k, v in args.items() if v is not None})
+    return ProxySettings.from_env(env)

@@ -11,6 +11,7 @@ requests, then the lifespan flushes (or spools) the capture within
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 from capture.errors import ConfigError
@@ -40,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the SIGTERM/SIGINT it caught once its graceful shutdown
+    # is over, into the handler that was there before it: make that a no-op, so
+    # a drained, flushed proxy exits 0 rather than dying of the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     server.run()
     return 0 if server.started else 1
 

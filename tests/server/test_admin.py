@@ -1,0 +1,64 @@
+"""Admin routes under /_modeltap/ and the Prometheus output of a running proxy."""
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.server.conftest import run_proxy
+from tests.servers import free_port
+
+
+def scrape(url):
+    text = httpx.get(url + "/_modeltap/metrics").text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_healthz_and_readyz(proxy):
+    assert httpx.get(proxy.url + "/_modeltap/healthz").json() == {"status": "ok"}
+    r = httpx.get(proxy.url + "/_modeltap/readyz")
+    assert r.status_code == 200 and r.json()["ready"] is True
+    assert r.json()["checks"]["sink"] == "writable"
+
+
+def test_readyz_reports_an_unreachable_upstream(tmp_path):
+    with run_proxy(f"http://127.0.0.1:{free_port()}", tmp_path / "c") as p:
+        r = httpx.get(p.url + "/_modeltap/readyz")
+        assert httpx.get(p.url + "/_modeltap/healthz").status_code == 200
+    assert r.status_code == 503 and r.json()["checks"]["upstream"].startswith("unreachable")
+
+
+def test_flush_needs_the_token_and_is_refused_without_one(proxy, model_url, tmp_path):
+    httpx.post(proxy.url + "/v1/models/toy:predict", json={"instances": [[1]]})
+    url = proxy.url + "/_modeltap/flush"
+    assert httpx.post(url).status_code == 401
+    assert httpx.post(url, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    r = httpx.post(url, headers={"Authorization": "Bearer s3cret-token"})
+    assert r.status_code == 200 and r.json() == {"flushed": True}
+    assert list(proxy.sink.rglob("*.jsonl.gz"))
+    with run_proxy(model_url, tmp_path / "other") as p:  # no token configured
+        r = httpx.post(p.url + "/_modeltap/flush", headers={"Authorization": "Bearer x"})
+    assert r.status_code == 403 and "MODELTAP_ADMIN_TOKEN" in r.json()["error"]
+
+
+def test_admin_paths_never_reach_the_model(proxy):
+    assert httpx.get(proxy.url + "/_modeltap/nothing").status_code == 404
+    assert proxy.app.capturer.stats.get("offered") == 0
+
+
+def test_metrics_count_requests_latency_and_capture(proxy):
+    for _ in range(3):
+        httpx.post(proxy.url + "/v1/models/toy:predict", json={"instances": [[1]]})
+    httpx.get(proxy.url + "/status/503")
+    proxy.app.capturer.flush(timeout=10)
+    m = scrape(proxy.url)
+    ok = (("method", "POST"), ("model", "toy"), ("status", "200"))
+    assert m[("modeltap_proxy_requests_total", ok)] == 3
+    bad = (("method", "GET"), ("model", "toy"), ("status", "503"))
+    assert m[("modeltap_proxy_requests_total", bad)] == 1
+    assert m[("modeltap_proxy_upstream_seconds_count", (("model", "toy"),))] == 4
+    assert m[("modeltap_proxy_overhead_seconds_count", (("model", "toy"),))] == 4
+    assert m[("modeltap_capture_records_written_total", (("model", "toy"),))] == 4
+    assert m[("modeltap_capture_buffer_records", (("model", "toy"),))] == 0

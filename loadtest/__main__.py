@@ -1,12 +1,16 @@
-"""Run benchmarks: ``python -m loadtest [capture] [payloads] [--quick]``."""
+"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [--quick]``."""
 
 from __future__ import annotations
 
 import sys
 
-from loadtest import bench_capture, bench_payloads
+from loadtest import bench_capture, bench_payloads, bench_proxy
 
-SUITES = {"capture": bench_capture.main, "payloads": bench_payloads.main}
+SUITES = {
+    "capture": bench_capture.main,
+    "payloads": bench_payloads.main,
+    "proxy": bench_proxy.main,
+}
 
 
 def main(argv: list[str]) -> int:

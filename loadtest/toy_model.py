@@ -129,7 +129,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await asyncio.sleep(delay)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     elif path.startswith("/status/"):
-        await _send(send, int(path.rsplit("/", 1)[1]), b'{"error": "as asked"}')
+        code = int(path.rsplit("/", 1)[1])
+        if code in (204, 304):  # no body allowed
+            await send({"type": "http.response.start", "status": code, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await _send(send, code, b'{"error": "as asked"}')
     elif path == "/slow":
         await asyncio.sleep(float(query.get("s", ["1"])[0]))
         await _send(send, 200, b'{"ok": true}')

@@ -11,6 +11,7 @@ requests, then the lifespan flushes (or spools) the capture within
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     from server.app import create_app
     from server.settings import parse_args
 
+    # The capture encodes on a background thread; with the default 5 ms switch
+    # interval it can hold the GIL that long while a request waits.
+    sys.setswitchinterval(float(os.environ.get("MODELTAP_GIL_SWITCH_S", "0.0005")))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

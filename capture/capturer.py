@@ -55,6 +55,7 @@ class Capturer:
         *,
         sink: Sink | str | None = None,
         extract: Extractor | None = None,
+        on_record: Callable[[dict[str, Any]], None] | None = None,
         clock: Clock | None = None,
         stats: CaptureStats | None = None,
         **overrides: Any,
@@ -72,6 +73,7 @@ class Capturer:
         self.record_config = settings.record_config()
         self.redactor = settings.redactor()
         self.extract: Extractor | None = extract if extract is not None else settings.extractor()
+        self.on_record = on_record
         self.sink: Sink = (
             sink
             if sink is not None and not isinstance(sink, str)
@@ -186,6 +188,11 @@ class Capturer:
             record = item
         if self.redactor.active:
             self.stats.add("redactions", self.redactor.apply(record))
+        if self.on_record is not None:
+            try:
+                self.on_record(record)
+            except Exception:  # an observer must not cost the record
+                log.exception("on_record hook failed")
         return record
 
     # -- control ------------------------------------------------------------

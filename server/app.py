@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from capture.capturer import Capturer
 from capture.errors import CaptureError
-from server.metrics import CaptureCollector, ProxyMetrics
+from server.metrics import CaptureCollector, PredictionMetrics, ProxyMetrics
 from server.proxy import Forwarder, Receive, Scope, Send
 from server.settings import ProxySettings
 
@@ -59,7 +59,8 @@ class ProxyApp:
 
     async def startup(self) -> None:
         s = self.settings
-        self.capturer = Capturer(s.capture)
+        predictions = PredictionMetrics(self.registry, s.buckets())
+        self.capturer = Capturer(s.capture, on_record=predictions.observe_record)
         await asyncio.to_thread(self.capturer.check)  # fail at start on an unwritable sink
         self.registry.register(CaptureCollector(self.capturer.stats, model=s.capture.model))
         metrics = ProxyMetrics(self.registry, s.capture.model)

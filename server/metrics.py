@@ -126,3 +126,79 @@ class ProxyMetrics:
         if upstream is not None:
             self.upstream.observe(upstream)
             self.overhead.observe(max(0.0, total - upstream))
+
+
+DEFAULT_PREDICTION_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.6,
+    0.7,
+    0.8,
+    0.9,
+    0.95,
+    0.99,
+    1.0,
+    10.0,
+    100.0,
+    1000.0,
+)
+
+
+class PredictionMetrics:
+    """Histograms of numeric predictions and ranking scores, per model and version.
+
+    Fed from the capture's background thread (``Capturer(on_record=...)``)
+    once a record's rows are extracted: nothing is parsed on the request path.
+    Only kept (sampled) records are observed. Non-numeric predictions are
+    skipped; a dict prediction contributes its numeric values under
+    ``output=<key>``.
+    """
+
+    def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
+        from prometheus_client import Histogram
+
+        self.prediction = Histogram(
+            "modeltap_prediction",
+            "Numeric predictions of captured rows",
+            ["model", "version", "output"],
+            buckets=buckets,
+            registry=registry,
+        )
+        self.score = Histogram(
+            "modeltap_ranking_score",
+            "Scores of captured ranked items",
+            ["model", "version"],
+            buckets=buckets,
+            registry=registry,
+        )
+
+    def observe_record(self, record: dict[str, Any]) -> None:
+        model = record.get("model") or {}
+        name, version = str(model.get("name")), str(model.get("version") or "")
+        for row in record.get("rows") or ():
+            if "score" in row:
+                value = _number(row["score"])
+                if value is not None:
+                    self.score.labels(name, version).observe(value)
+            pred = row.get("prediction")
+            if isinstance(pred, dict):
+                for key, v in pred.items():
+                    value = _number(v)
+                    if value is not None:
+                        self.prediction.labels(name, version, str(key)).observe(value)
+            else:
+                value = _number(pred)
+                if value is not None:
+                    self.prediction.labels(name, version, "").observe(value)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    f = float(value)
+    return f if f == f and f not in (float("inf"), float("-inf")) else None

@@ -36,6 +36,7 @@ class ProxySettings:
     upstream_max_connections: int = 256
     shutdown_timeout_s: float = 25.0
     stream_capture: bool = True
+    prediction_buckets: tuple[str, ...] = field(default_factory=tuple)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
 
     def __post_init__(self) -> None:
@@ -55,8 +56,22 @@ class ProxySettings:
         for name in ("upstream_timeout_s", "upstream_connect_timeout_s", "shutdown_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be > 0")
+        try:
+            buckets = [float(b) for b in self.prediction_buckets]
+        except ValueError:
+            raise ConfigError(
+                f"MODELTAP_PREDICTION_BUCKETS={','.join(self.prediction_buckets)!r} "
+                "must be comma-separated numbers"
+            ) from None
+        if buckets != sorted(set(buckets)):
+            raise ConfigError("MODELTAP_PREDICTION_BUCKETS must be increasing")
         if self.upstream_max_connections < 1:
             raise ConfigError("MODELTAP_UPSTREAM_MAX_CONNECTIONS must be >= 1")
+
+    def buckets(self) -> tuple[float, ...]:
+        from server.metrics import DEFAULT_PREDICTION_BUCKETS
+
+        return tuple(float(b) for b in self.prediction_buckets) or DEFAULT_PREDICTION_BUCKETS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ProxySettings:

@@ -5,6 +5,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.conftest import run_proxy
 from tests.servers import free_port
+from tests.support import wait_for
 
 
 def scrape(url):
@@ -62,3 +63,30 @@ def test_metrics_count_requests_latency_and_capture(proxy):
     assert m[("modeltap_proxy_overhead_seconds_count", (("model", "toy"),))] == 4
     assert m[("modeltap_capture_records_written_total", (("model", "toy"),))] == 4
     assert m[("modeltap_capture_buffer_records", (("model", "toy"),))] == 0
+
+
+def test_prediction_and_score_histograms(model_url, tmp_path):
+    with run_proxy(model_url, tmp_path / "c", prediction_buckets=("0.25", "0.5", "0.75", "1")) as p:
+        httpx.post(p.url + "/v1/models/toy:predict", json={"instances": [[-5.0], [0.0], [5.0]]})
+        httpx.post(p.url + "/rank", json={"user_id": "u1", "items": [{"id": i} for i in "abcd"]})
+        assert wait_for(lambda: p.app.capturer.stats.get("offered") == 2)
+        p.app.capturer.flush(timeout=10)
+        m = scrape(p.url)
+    pred = (("model", "toy"), ("output", ""), ("version", "1"))
+    assert m[("modeltap_prediction_count", pred)] == 3
+    # sigmoid(-5)=0.0067, sigmoid(0)=0.5, sigmoid(5)=0.9933
+    assert m[("modeltap_prediction_bucket", (("le", "0.25"), *pred))] == 1
+    assert m[("modeltap_prediction_bucket", (("le", "0.5"), *pred))] == 2
+    score = (("model", "toy"), ("version", ""))
+    assert m[("modeltap_ranking_score_count", score)] == 4
+
+
+def test_bad_prediction_buckets_are_refused():
+    import pytest
+
+    from capture.errors import ConfigError
+    from server.settings import ProxySettings
+
+    for bad in (("a",), ("1", "0.5"), ("1", "1")):
+        with pytest.raises(ConfigError, match="MODELTAP_PREDICTION_BUCKETS"):
+            ProxySettings(upstream_url="http://127.0.0.1:1", prediction_buckets=bad)

@@ -31,6 +31,7 @@ from server.settings import ProxySettings
 log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_modeltap/"
+MAX_HEADER_BYTES = 1 << 20
 
 
 class ProxyApp:
@@ -69,6 +70,10 @@ class ProxyApp:
             connector=connector,
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            # aiohttp refuses response header lines over 8 KiB by default; a
+            # transparent proxy passes whatever the model sends.
+            max_line_size=MAX_HEADER_BYTES,
+            max_field_size=MAX_HEADER_BYTES,
             timeout=aiohttp.ClientTimeout(
                 total=s.upstream_timeout_s, connect=s.upstream_connect_timeout_s
             ),

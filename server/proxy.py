@@ -66,6 +66,19 @@ HOP_BY_HOP = frozenset(
 _REQUEST_ID = b"x-request-id"
 
 
+def _header_value(value: bytes) -> str:
+    """A header value as aiohttp needs it (it writes str as UTF-8).
+
+    Valid UTF-8 round-trips byte for byte. Other non-ASCII bytes (obs-text)
+    cannot be written by aiohttp as they came; they are sent as the UTF-8 of
+    their latin-1 reading, the one change a client could see in a header.
+    """
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def _decode(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
 
@@ -178,7 +191,7 @@ class Forwarder:
         async with self.session.request(
             method,
             URL(url, encoded=True),
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+            headers=[(k.decode("latin-1"), _header_value(v)) for k, v in headers],
             data=body if body else None,
             allow_redirects=False,
             timeout=self.timeout,

@@ -175,3 +175,15 @@ def test_gzip_request_body_is_forwarded_compressed(proxy):
         headers={"content-encoding": "gzip", "content-type": "application/json"},
     )
     assert r.content == raw
+
+
+def test_huge_headers_and_non_ascii_header_bytes_pass(proxy):
+    big = "v" * 20_000
+    r = httpx.post(proxy.url + "/echo", content=b"x", headers={"X-Big": big})
+    assert r.status_code == 200
+    assert json.loads(r.headers["x-echo-headers"])["x-big"] == big
+    utf8 = "café ✓".encode()
+    r = httpx.post(proxy.url + "/echo", content=b"y", headers={"X-Utf8": utf8})
+    # the model's echo decodes header bytes as latin-1: equal means the same bytes arrived
+    assert json.loads(r.headers["x-echo-headers"])["x-utf8"] == utf8.decode("latin-1")
+    assert len(records(proxy, expected=2)) == 2

@@ -150,7 +150,7 @@ def main(flags: list[str]) -> None:
         tmp = Path(d)
         lua = tmp / "post.lua"
         lua.write_text(LUA)
-        mport, nport, pon, poff = free_port(), free_port(), free_port(), free_port()
+        mport, nport, pon, poff, pmin = (free_port() for _ in range(5))
         (tmp / "nginx.conf").write_text(NGINX.format(dir=tmp, model=mport, port=nport))
         model = [
             py,
@@ -173,7 +173,19 @@ def main(flags: list[str]) -> None:
             "MODELTAP_SAMPLE_KEEP_ERRORS": "false",
             "MODELTAP_SLOW_THRESHOLD_S": "",
         }
+        minimal = [
+            py,
+            "-m",
+            "uvicorn",
+            "loadtest.min_passthrough:app",
+            "--port",
+            str(pmin),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         with (
+            process(minimal, {"MIN_UPSTREAM": f"http://127.0.0.1:{mport}"}),
             process(model),
             process(["nginx", "-c", str(tmp / "nginx.conf")]),
             process([py, "-m", "server"], on) as p_on,
@@ -182,6 +194,7 @@ def main(flags: list[str]) -> None:
             targets = {
                 "model directly": f"http://127.0.0.1:{mport}",
                 "nginx -> model": f"http://127.0.0.1:{nport}",
+                "minimal ASGI + aiohttp hop (reference)": f"http://127.0.0.1:{pmin}",
                 "proxy, capture on (100%)": f"http://127.0.0.1:{pon}",
                 "proxy, capture sampled out (rate 0)": f"http://127.0.0.1:{poff}",
             }

@@ -80,6 +80,9 @@ def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides
     return cls(**values)
 
 
+_BUFFER = BufferConfig()
+
+
 @dataclass(frozen=True)
 class CaptureSettings:
     """Everything the capture library needs; see the README for each variable."""
@@ -96,16 +99,17 @@ class CaptureSettings:
     sample_key: str = "event_id"
     sample_keep_errors: bool = True
     slow_threshold_s: float | None = 1.0
-    flush_max_records: int = 10_000
-    flush_max_bytes: int = 8 * 1024 * 1024
-    flush_max_age_s: float = 60.0
-    buffer_max_bytes: int = 64 * 1024 * 1024
-    upload_workers: int = 2
-    gzip_level: int = 3
-    close_timeout_s: float = 30.0
+    # The buffer's defaults live in BufferConfig; these name them for MODELTAP_*.
+    flush_max_records: int = _BUFFER.max_records
+    flush_max_bytes: int = _BUFFER.max_bytes
+    flush_max_age_s: float = _BUFFER.max_age_s
+    buffer_max_bytes: int = _BUFFER.max_buffer_bytes
+    upload_workers: int = _BUFFER.upload_workers
+    gzip_level: int = _BUFFER.gzip_level
+    close_timeout_s: float = _BUFFER.close_timeout_s
     spool_dir: str | None = None
     spool_max_bytes: int = 1024**3
-    spool_replay_s: float = 5.0
+    spool_replay_s: float = _BUFFER.replay_interval_s
     capture_bodies: bool = True
     max_body_bytes: int = 256 * 1024
     header_allowlist: tuple[str, ...] = field(default_factory=tuple)

@@ -1,4 +1,11 @@
-"""Session-wide real servers: one SeaweedFS for S3 (stopped at the end)."""
+"""Real servers for the tests: SeaweedFS for S3 (no mocks in this project).
+
+- ``seaweed``: one server for the whole session (stopped at the end).
+- ``s3_bucket``: a fresh, uniquely named bucket in it, per test.
+- ``seaweed_own``: a test's own server, which it may ``stop()``/``start()``
+  (a real S3 outage); always stopped at teardown.
+- ``s3_proxy``: a cuttable TCP path to the session server (faster outages).
+"""
 
 from __future__ import annotations
 
@@ -9,37 +16,56 @@ from collections.abc import Iterator
 import pytest
 
 from tests.faults import TcpProxy
-from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+from tests.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedServer
 
 _buckets = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    # The capture finds credentials the way production does: boto3's chain.
-    names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(
-        AWS_ACCESS_KEY_ID=ACCESS_KEY,
-        AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-        AWS_DEFAULT_REGION="us-east-1",
-    )
+def aws_test_env() -> Iterator[None]:
+    """Point boto3's credential chain at the test servers' keys for the session.
+
+    The capture finds credentials the way production does (``AWS_*``
+    variables), and the servers check them, so these are set even when the
+    environment has others; the previous values come back afterwards.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        mp.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        mp.setenv("AWS_DEFAULT_REGION", REGION)
+        mp.delenv("AWS_SESSION_TOKEN", raising=False)
+        mp.delenv("AWS_PROFILE", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def seaweed(
+    tmp_path_factory: pytest.TempPathFactory, aws_test_env: None
+) -> Iterator[SeaweedServer]:
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
     server.start()
     try:
         yield server
     finally:
         server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture
 def s3_bucket(seaweed: SeaweedServer) -> str:
     return seaweed.create_bucket(f"test-{os.getpid()}-{next(_buckets)}")
+
+
+@pytest.fixture
+def seaweed_own(
+    tmp_path_factory: pytest.TempPathFactory, aws_test_env: None
+) -> Iterator[SeaweedServer]:
+    """A started server of the test's own, to stop and start at will."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed-own"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,480 @@
+"""Column and dataset profiles: canonical keys, counters, merges, bytes, bad input."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import math
+import unicodedata
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capture.profile import (
+    FORMAT,
+    MAX_STRING,
+    ColumnProfile,
+    DatasetProfile,
+    canonical,
+    value_kind,
+)
+
+# -- canonical keys ------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [1, 1.0, "1", "1.0", "1e0", "1.000", np.int64(1), np.float64(1)])
+def test_one_in_every_spelling_is_one_key(value: Any) -> None:
+    assert canonical(value) == "1"
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [
+        (True, "true"),
+        (False, "false"),
+        (None, None),
+        (float("nan"), None),
+        (float("inf"), "inf"),
+        (float("-inf"), "-inf"),
+        ("1e400", "inf"),
+        (-0.0, "0"),
+        ("-0", "0"),
+        (2.5, "2.5"),
+        ("2.5", "2.5"),
+        ("01", "01"),  # not a JSON number: a code, kept as written
+        (" 1", " 1"),
+        ("nan", "nan"),
+        (10**30, "1" + "0" * 30),
+        ({"b": 1, "a": [1, 2]}, '{"a":[1,2],"b":1}'),
+        ([1, "x"], '[1,"x"]'),
+    ],
+)
+def test_canonical_cases(value: Any, key: str | None) -> None:
+    assert canonical(value) == key
+
+
+def test_bool_is_not_a_number() -> None:
+    assert canonical(True) != canonical(1)
+    assert value_kind(True) == "boolean"
+    col = ColumnProfile()
+    col.update([True, False, True])
+    assert col.numeric_count == 0 and col.types == {"boolean": 3}
+
+
+def test_nfc_and_nfd_spellings_agree() -> None:
+    nfd = unicodedata.normalize("NFD", "café")
+    assert nfd != "café"
+    assert canonical(nfd) == canonical("café") == unicodedata.normalize("NFC", "café")
+    col = ColumnProfile()
+    col.update([nfd, "café"])
+    assert col.top(5) == [(unicodedata.normalize("NFC", "café"), 2)]
+
+
+def test_dict_key_order_does_not_matter() -> None:
+    assert canonical({"a": 1, "b": {"y": 2, "x": 1}}) == canonical({"b": {"x": 1, "y": 2}, "a": 1})
+
+
+def test_long_strings_are_cut_with_a_hash_suffix() -> None:
+    a, b = "x" * 10_000, "x" * 9_999 + "y"
+    ka, kb = canonical(a), canonical(b)
+    assert ka is not None and kb is not None
+    assert len(ka) <= MAX_STRING and ka.startswith("x" * 200) and "…#" in ka
+    assert ka != kb  # same prefix, different hash
+    assert canonical(a) == ka
+    nested = canonical({"text": a})
+    assert nested is not None and len(nested) <= MAX_STRING
+
+
+def test_hostile_values_still_get_keys() -> None:
+    deep: list[Any] = []
+    cur = deep
+    for _ in range(3000):
+        cur.append([])
+        cur = cur[0]
+    for value in ["\ud800", {"s": "\udfff"}, 10**5000, -(10**5000), deep, b"\xff", object()]:
+        key = canonical(value)
+        assert key is not None and len(key) <= MAX_STRING
+        key.encode("utf-8")  # valid UTF-8: the sketches need it
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [
+        (None, "null"),
+        (True, "boolean"),
+        (3, "integral"),
+        (3.0, "integral"),
+        (3.5, "fractional"),
+        (float("nan"), "fractional"),
+        (float("inf"), "fractional"),
+        ("3", "string"),
+        ([3], "other"),
+        ({"a": 3}, "other"),
+    ],
+)
+def test_value_kind(value: Any, kind: str) -> None:
+    assert value_kind(value) == kind
+
+
+# -- column counters -----------------------------------------------------
+
+
+def test_counters_of_a_mixed_batch() -> None:
+    col = ColumnProfile()
+    col.update([1, 2.5, None, float("nan"), float("inf"), "a", True, {"x": 1}, 4.0])
+    assert (col.count, col.nulls, col.nan, col.inf) == (9, 1, 1, 1)
+    assert col.types == {
+        "integral": 2,
+        "fractional": 3,
+        "null": 1,
+        "string": 1,
+        "boolean": 1,
+        "other": 1,
+    }
+    nums = np.array([1, 2.5, 4.0])
+    assert col.numeric_count == 3
+    assert (col.min, col.max, col.sum) == (1.0, 4.0, 7.5)
+    assert col.mean == pytest.approx(nums.mean()) and col.std == pytest.approx(nums.std())
+    assert col.inferred_type() == "String"
+
+
+def test_batch_paths_agree() -> None:
+    """Floats via a list, via update_numeric, and mixed in with a string
+    (the general path) give the same counters and the same keys."""
+    rng = np.random.default_rng(3)
+    x = np.round(rng.normal(size=3000), 1)
+    x[::50] = np.nan
+    listed = [None if i % 7 == 0 else float(v) for i, v in enumerate(x)]
+    a, b, c = ColumnProfile(), ColumnProfile(), ColumnProfile()
+    a.update(listed)
+    a.update(["s"])
+    b.update_numeric(np.array([v for v in listed if v is not None]), nulls=listed.count(None))
+    b.update(["s"])
+    c.update([*listed, "s"])
+    for p in (b, c):
+        assert (p.count, p.nulls, p.nan, p.inf, p.types) == (
+            a.count,
+            a.nulls,
+            a.nan,
+            a.inf,
+            a.types,
+        )
+        assert (p.numeric_count, p.min, p.max) == (a.numeric_count, a.min, a.max)
+        assert p.mean == pytest.approx(a.mean) and p.std == pytest.approx(a.std)
+        assert p.distinct() == a.distinct()  # HLL is order-free: same keys, same registers
+        assert p.top(10) == a.top(10)
+
+
+def test_numeric_and_string_spellings_share_keys() -> None:
+    col = ColumnProfile()
+    col.update_numeric(np.array([1.0, 2.5, 3.0]))
+    col.update(["1", "2.5", "3.0", 1, 3])
+    assert col.distinct() == pytest.approx(3, abs=0.01)
+    assert dict(col.top(10)) == {"1": 3, "2.5": 2, "3": 3}
+
+
+def test_big_ints_keep_exact_keys() -> None:
+    col = ColumnProfile()
+    col.update([2**60, 2**60 + 1, 2**60 + 2, None])  # one float64 for all three
+    assert col.distinct() == pytest.approx(3, abs=0.01)
+    arr = ColumnProfile()
+    arr.update_numeric(np.array([2**60, 2**60 + 1], dtype=np.int64))
+    assert arr.distinct() == pytest.approx(2, abs=0.01)
+    assert {k for k, _ in arr.top(5)} == {str(2**60), str(2**60 + 1)}
+
+
+def test_integral_floats_count_as_integral_in_every_path() -> None:
+    a, b = ColumnProfile(), ColumnProfile()
+    a.update([3.0, 4.0, 5])
+    b.update_numeric(np.array([3.0, 4.0, 5.0]))
+    assert a.types == b.types == {"integral": 3}
+    assert a.inferred_type() == b.inferred_type() == "Integral"
+
+
+def test_empty_and_all_null_columns_answer_without_raising() -> None:
+    for col in (ColumnProfile(), _col([None, None]), _col(["a", "b"])):
+        assert col.quantiles([0.5]) == []
+        assert col.cdf([0.0]) == []
+        assert col.pmf([0.0, 1.0]) == []
+        assert col.mean is None and col.std is None and col.min is None
+    empty = ColumnProfile()
+    assert empty.distinct() == 0 and empty.top(3) == [] and empty.inferred_type() == "Unknown"
+    assert _col([None]).inferred_type() == "Unknown"
+
+
+def test_queries_on_known_numbers() -> None:
+    col = _col(list(range(1, 101)))  # 100 values: exact below k
+    assert col.quantiles([0.0, 0.5, 1.0]) == [1.0, 50.0, 100.0]
+    assert col.cdf([50, 50.5, 0]) == [0.5, 0.5, 0.0]
+    assert col.cdf([50], inclusive=False) == [0.49]
+    assert col.pmf([10, 90]) == pytest.approx([0.1, 0.8, 0.1])
+    with pytest.raises(ValueError, match="increase strictly"):
+        col.pmf([2, 1])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        col.quantiles([1.5])
+
+
+def test_inferred_type() -> None:
+    assert _col([1, 2, None]).inferred_type() == "Integral"
+    assert _col([1, 2.5]).inferred_type() == "Fractional"
+    assert _col([1, float("nan")]).inferred_type() == "Fractional"
+    assert _col([1, "x"]).inferred_type() == "String"
+
+
+def test_frequent_items_survive_high_cardinality_batches() -> None:
+    """The batch pre-filter drops only values below the sketch's resolution:
+    a heavy hitter among unique noise keeps a count within N/4096 + sketch error."""
+    rng = np.random.default_rng(5)
+    col = ColumnProfile()
+    hits = 0
+    for _ in range(10):
+        batch = rng.normal(size=10_000)
+        batch[rng.random(10_000) < 0.05] = 0.5
+        hits += int((batch == 0.5).sum())
+        col.update_numeric(batch)
+    key, est = col.top(1)[0]
+    assert key == "0.5"
+    assert abs(est - hits) <= 100_000 * (1 / 4096 + 3.5 / 1024)
+    assert col.distinct() == pytest.approx(95_000, rel=0.05)
+
+
+# -- merge ---------------------------------------------------------------
+
+
+def _col(values: list[Any], k: int = 200) -> ColumnProfile:
+    col = ColumnProfile(k)
+    col.update(values)
+    return col
+
+
+def _mixed(rng: np.random.Generator, n: int) -> list[Any]:
+    x = rng.normal(10, 3, size=n).tolist()
+    out: list[Any] = []
+    for i, v in enumerate(x):
+        out.append(None if i % 11 == 0 else f"c{i % 13}" if i % 5 == 0 else v)
+    return out
+
+
+@pytest.mark.parametrize(("k1", "k2"), [(200, 200), (200, 1000), (1000, 200)])
+def test_merge_of_halves_equals_the_whole(k1: int, k2: int) -> None:
+    rng = np.random.default_rng(7)
+    values = _mixed(rng, 40_000)
+    whole = _col(values, k1)
+    left, right = _col(values[:25_000], k1), _col(values[25_000:], k2)
+    left.merge(right)
+    exact = ("count", "nulls", "nan", "inf", "types", "numeric_count", "min", "max")
+    assert [getattr(left, a) for a in exact] == [getattr(whole, a) for a in exact]
+    assert left.mean == pytest.approx(whole.mean, rel=1e-12)
+    assert left.std == pytest.approx(whole.std, rel=1e-9)
+    assert left.sum == pytest.approx(whole.sum, rel=1e-12)
+    ranks = [0.05, 0.25, 0.5, 0.75, 0.95]
+    numbers = np.sort([v for v in values if isinstance(v, float)])
+    true_ranks = np.searchsorted(numbers, left.quantiles(ranks), side="right") / numbers.size
+    assert np.allclose(true_ranks, ranks, atol=1.5 * left.kll.normalized_rank_error(False))
+    assert left.distinct() == pytest.approx(whole.distinct(), rel=0.03)
+    assert left.top(3) == whole.top(3)
+
+
+def test_dataset_merge_fills_missing_columns_with_nulls() -> None:
+    a, b = DatasetProfile(), DatasetProfile()
+    a.update_rows([{"x": 1}, {"x": 2}])
+    b.update_rows([{"y": "u"}, {"y": "v"}, {"x": 3}])
+    a.merge(b)
+    assert a.rows == 5
+    assert (a.columns["x"].count, a.columns["x"].nulls) == (5, 2)
+    assert (a.columns["y"].count, a.columns["y"].nulls) == (5, 3)
+
+
+# -- dataset updates -----------------------------------------------------
+
+
+def test_update_rows_counts_missing_keys_as_nulls() -> None:
+    prof = DatasetProfile()
+    prof.update_rows([{"a": 1, "b": "x"}, {"a": 2}, {"a": None, "b": "y"}])
+    prof.update_rows([{"c": 1.5}])  # c is new: the 3 earlier rows lacked it
+    assert prof.rows == 4
+    for name, nulls in {"a": 2, "b": 2, "c": 3}.items():
+        col = prof.columns[name]
+        assert (col.count, col.nulls, col.types.get("null")) == (4, nulls, nulls)
+    assert prof.columns["a"].quantiles([0.0, 1.0]) == [1.0, 2.0]
+
+
+def test_update_rows_full_and_ragged_batches_agree() -> None:
+    rows = [{"a": i, "b": f"v{i % 3}"} for i in range(50)]
+    full, ragged = DatasetProfile(), DatasetProfile()
+    full.update_rows(rows)
+    ragged.update_rows([*rows, {"a": 0}])  # one short row: the per-column path
+    assert ragged.columns["b"].nulls == 1
+    assert ragged.columns["b"].top(3) == full.columns["b"].top(3)
+    assert ragged.columns["a"].numeric_count == full.columns["a"].numeric_count + 1
+
+
+def test_update_rows_odd_keys_and_bad_rows() -> None:
+    prof = DatasetProfile()
+    odd: dict[Any, Any] = {1: "a", "k\ud800": 2}
+    prof.update_rows([odd])
+    assert set(prof.columns) == {"1", "k\\ud800"}
+    prof.to_bytes()  # names are valid JSON strings
+    with pytest.raises(TypeError, match="row 1 is a list"):
+        prof.update_rows([{"a": 1}, [1, 2]])  # type: ignore[list-item]
+
+
+def test_update_columns() -> None:
+    prof = DatasetProfile()
+    prof.update_columns({"x": np.array([1.0, np.nan, 3.0]), "s": ["a", None, "b"]}, 3)
+    prof.update_columns({"x": np.array([4, 5])}, 2)
+    assert prof.rows == 5
+    assert (prof.columns["x"].count, prof.columns["x"].nan, prof.columns["x"].nulls) == (5, 1, 0)
+    assert prof.columns["x"].types == {"integral": 4, "fractional": 1}
+    assert (prof.columns["s"].count, prof.columns["s"].nulls) == (5, 3)
+    with pytest.raises(ValueError, match="'x' has 2 values, expected 3"):
+        prof.update_columns({"x": [1, 2]}, 3)
+
+
+# -- bytes ---------------------------------------------------------------
+
+
+@functools.cache
+def _sample_bytes() -> bytes:
+    return _sample_profile().to_bytes()
+
+
+def _sample_profile() -> DatasetProfile:
+    rng = np.random.default_rng(11)
+    prof = DatasetProfile(meta={"model": "m", "start": "2024-01-01T00:00:00+00:00"})
+    values = _mixed(rng, 5000)
+    prof.update_rows([{"v": v, "n": float(rng.normal())} for v in values])
+    prof.update_rows([{"inf": float("inf"), "big": 10**400}])
+    return prof
+
+
+def test_round_trip_through_bytes() -> None:
+    prof = _sample_profile()
+    back = DatasetProfile.from_bytes(prof.to_bytes())
+    assert (back.rows, back.meta, back.kll_k) == (prof.rows, prof.meta, prof.kll_k)
+    for name, col in prof.columns.items():
+        other = back.columns[name]
+        mine, theirs = col.to_dict(), other.to_dict()
+        # frequent-items bytes list its hash map in slot order, which a reload changes
+        assert mine.pop("freq") and theirs.pop("freq")
+        assert theirs == mine
+        assert other.quantiles([0.1, 0.9]) == col.quantiles([0.1, 0.9])
+        assert other.distinct() == col.distinct()
+        assert other.top(1000) == col.top(1000)
+    back.merge(DatasetProfile.from_bytes(prof.to_bytes()))  # loaded sketches still merge
+    assert back.rows == 2 * prof.rows
+    assert back.columns["v"].top(3) == [(k, 2 * n) for k, n in prof.columns["v"].top(3)]
+
+
+def _edited(mutate: Any) -> bytes:
+    doc = orjson.loads(_sample_bytes())
+    mutate(doc)
+    return orjson.dumps(doc)
+
+
+def _flip_sketch_byte(doc: dict[str, Any]) -> None:
+    sk = doc["columns"]["n"]["kll"]
+    raw = bytearray(base64.b64decode(sk["data"]))
+    raw[len(raw) // 2] ^= 0xFF
+    sk["data"] = base64.b64encode(bytes(raw)).decode()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x00\x01garbage", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (_sample_bytes()[:-40], "not valid JSON"),
+        (b'{"hello": "world"}', "not a modeltap profile"),
+        (b"[1, 2]", "not a modeltap profile"),
+        (_edited(lambda d: d.update(format=FORMAT + 1)), "format 2 is not supported"),
+        (_edited(lambda d: d.update(rows=-1)), "'rows' is -1"),
+        (_edited(lambda d: d.update(columns=[])), "'columns' must be JSON objects"),
+        (_edited(lambda d: d["columns"]["n"].update(count="x")), "column 'n': 'count' is 'x'"),
+        (_edited(lambda d: d["columns"]["n"].update(min="low")), "'min' is 'low'"),
+        (_edited(lambda d: d["columns"]["n"].pop("hll")), "'hll' sketch is missing"),
+        (_edited(lambda d: d["columns"]["n"]["freq"].update(data="%%%")), "not base64"),
+        (_edited(_flip_sketch_byte), "'kll' sketch fails its checksum"),
+        (_edited(lambda d: d["columns"]["n"].update(numeric_count=3)), "numeric_count is 3"),
+        (_edited(lambda d: d["columns"]["n"]["types"].update(weird=1)), "'types'"),
+        (_edited(lambda d: d.update(rows=d["rows"] + 1)), "counts 5001 values in 5002 rows"),
+        (_edited(lambda d: d["columns"].update(n=[1])), "column 'n': column profile is a list"),
+    ],
+)
+def test_from_bytes_rejects_bad_input_saying_why(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DatasetProfile.from_bytes(data)
+
+
+def test_unserialisable_meta_is_a_value_error() -> None:
+    prof = DatasetProfile(meta={"x": object()})
+    with pytest.raises(ValueError, match="meta is not JSON-serialisable"):
+        prof.to_bytes()
+
+
+# -- properties ----------------------------------------------------------
+
+_chars = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([400, -5000, 63, 64]).map(lambda e: 2**e if e in (63, 64) else 10**e)
+    | st.just(5000).map(lambda e: -(10**e))  # more digits than int->str allows
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(_chars, max_size=20)
+    | st.sampled_from(["1", "1.0", "-0", "1e400", "x" * 300, "café"])
+)
+_json_like = st.recursive(
+    _scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(_chars, max_size=5), inner),
+    max_leaves=8,
+)
+
+
+def _check_counts(col: ColumnProfile) -> None:
+    assert col.count == sum(col.types.values())
+    assert col.nulls == col.types.get("null", 0)
+    numeric = col.types.get("integral", 0) + col.types.get("fractional", 0)
+    assert col.numeric_count + col.nan + col.inf <= numeric
+    assert col.numeric_count == col.kll.n
+    assert (col.min is None) == (col.numeric_count == 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_json_like, max_size=25), st.lists(_json_like, max_size=25))
+def test_update_never_raises_and_counts_add_up(a: list[Any], b: list[Any]) -> None:
+    left, right, whole = ColumnProfile(), ColumnProfile(), ColumnProfile()
+    left.update(a)
+    right.update(b)
+    whole.update(a + b)
+    for col in (left, right, whole):
+        _check_counts(col)
+        col.quantiles([0.5])
+        col.top(3)
+        col.distinct()
+    left.merge(right)
+    _check_counts(left)
+    assert (left.count, left.types, left.numeric_count) == (
+        whole.count,
+        whole.types,
+        whole.numeric_count,
+    )
+    prof = DatasetProfile()
+    prof.update_columns({"c": a}, len(a))
+    back = DatasetProfile.from_bytes(prof.to_bytes()).columns["c"]
+    assert back.top(100) == prof.columns["c"].top(100)
+    assert back.to_dict().pop("kll") == prof.columns["c"].to_dict().pop("kll")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-(10**60), 10**60) | st.floats(allow_nan=False))
+def test_a_number_and_its_text_share_a_key(x: int | float) -> None:
+    key = canonical(x)
+    assert key == canonical(str(x))
+    if isinstance(x, float) and math.isfinite(x) and x.is_integer():
+        assert key == canonical(int(x))

@@ -1,0 +1,218 @@
+"""Reading captures for the monitor: objects by time window, records, flat rows.
+
+    refs = list_captures("s3://bucket/captures", start, end, model="ranker")
+    stats = ReadStats()
+    for ref in refs:
+        if ref.kind == "records":
+            for record in read_records(ref, start, end, stats=stats):
+                rows = flatten(record)
+
+Layouts understood under a location (a directory, ``file:///dir`` or
+``s3://bucket/prefix``):
+
+- ours: ``{model}/dt=YYYY-MM-DD/hour=HH/{host}-{pid}-{seq}.jsonl.gz`` (records)
+  and ``….profile.json`` (full-traffic profiles, listed with kind "profile");
+- SageMaker Data Capture: ``{endpoint}/{variant}/yyyy/mm/dd/hh/*.jsonl``.
+
+The location may also be one model's (or one variant's) directory itself.
+``model`` names the first directory level (model or endpoint).
+
+Window pruning (``monitor_job.partitions``): partitions are listed one level
+at a time and only those overlapping ``[start, end)`` are descended into, so
+one hour of a year of captures costs a handful of listings. The hour before
+the window is walked too, keeping only record objects written after the
+window began: the capture names a batch by the hour of its first record, so
+a batch opened at 09:59:40 holds records of 10:00:10 under ``hour=09``.
+Back-to-back windows then see every record exactly once; the one loss is a
+request in flight across ``end`` whose batch opened after it (bounded by
+request latency).
+
+Bad input policy (``read_records``): a file that cannot be opened, a corrupt
+gzip stream, or a file without a single valid record raises ``InputError``
+(message: the object and the problem, e.g. ``line 17: invalid JSON``).
+Single bad lines inside an otherwise good file are skipped and counted in the
+``stats`` object the caller passes (``bad_lines``, plus the first few
+problems as ``"name:line: problem"``), so one torn line does not stop a run
+and is still reported. Lines are never logged (they hold payloads).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import IO, Any, Protocol
+
+import orjson
+
+from monitor_job.locations import InputError, ObjectRef, iter_lines, open_location
+from monitor_job.partitions import find
+from monitor_job.rows import flatten
+from monitor_job.sagemaker import DataCaptureReader, LineProblem, is_capture_line, parse_time
+from monitor_job.training import read_training
+
+__all__ = [
+    "InputError",
+    "ObjectRef",
+    "ReadStats",
+    "flatten",
+    "list_captures",
+    "read_records",
+    "read_training",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 64 * 1024 * 1024  # longer lines are bad lines, skipped without holding them
+MAX_PROBLEMS = 10
+RECORD_KEYS = ("schema", "rows", "time", "event_id")
+
+
+class BadLineCounter(Protocol):
+    """What ``read_records`` updates for skipped lines (``ReadStats`` or the caller's own)."""
+
+    bad_lines: int
+    problems: list[str]
+
+
+@dataclass
+class ReadStats:
+    """Counts of one or more ``read_records`` calls.
+
+    ``lines``: non-blank lines read; ``records``: valid records among them
+    (before the time filter); ``bad_lines``: lines skipped; ``problems``:
+    the first ``MAX_PROBLEMS`` as ``"name:line: problem"``.
+    """
+
+    lines: int = 0
+    records: int = 0
+    bad_lines: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+# -- listing -----------------------------------------------------------------
+
+
+def _epoch(t: datetime | None, default: float) -> float:
+    if t is None:
+        return default
+    return (t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def list_captures(
+    location: str, start: datetime | None, end: datetime | None, model: str | None = None
+) -> list[ObjectRef]:
+    """Capture objects under ``location`` that may hold records in ``[start, end)``.
+
+    ``None`` leaves that side of the window open; naive datetimes are UTC.
+    Sorted by key. ``InputError`` when the location does not exist or cannot
+    be listed (missing directory or bucket, unreachable S3, access denied).
+    """
+    loc = open_location(location)
+    out = find(loc, _epoch(start, -math.inf), _epoch(end, math.inf), model)
+    log.info("%s: %d capture objects for the window", loc.url, len(out))
+    return out
+
+
+# -- reading -------------------------------------------------------------------
+
+
+def _open_lines(stream: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
+    """A gzip stream (by its magic bytes, whatever the name says) or the plain one."""
+    peek = getattr(stream, "peek", None)
+    head = peek(2)[:2] if peek is not None else b""
+    return gzip.GzipFile(fileobj=stream, mode="rb") if head == b"\x1f\x8b" else stream
+
+
+def _parse(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if b"NaN" in line or b"Infinity" in line:  # other writers' JSON; orjson refuses it
+            try:
+                return json.loads(line)
+            except (ValueError, RecursionError):
+                pass
+        raise LineProblem(f"invalid JSON ({str(exc)[:120]})") from None
+
+
+def read_records(
+    ref: ObjectRef,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    csv_columns: Sequence[str] | None = None,
+    *,
+    stats: BadLineCounter | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The records of one object with ``start <= time < end``, streamed.
+
+    SageMaker Data Capture lines come out as v1 records (see
+    ``monitor_job.sagemaker``; ``csv_columns`` names headerless CSV columns).
+    A record without a readable ``time`` counts as a bad line when a window
+    is set. See the module docstring for what raises and what is counted.
+    """
+    lo, hi = _epoch(start, -math.inf), _epoch(end, math.inf)
+    windowed = start is not None or end is not None
+    name = ref.name
+    full = isinstance(stats, ReadStats)
+    lines = good = bad = 0
+    first: str | None = None
+    sagemaker: DataCaptureReader | None = None
+    with open_location(ref.location).open(ref.key) as raw:
+        stream = _open_lines(raw)
+        what = "corrupt gzip stream" if stream is not raw else "read failed"
+        lineno = 0
+        try:
+            for lineno, (line, complete) in enumerate(iter_lines(stream, MAX_LINE_BYTES), 1):
+                if line.isspace():
+                    continue
+                lines += 1
+                try:
+                    if not complete:
+                        raise LineProblem(f"line longer than {MAX_LINE_BYTES} bytes")
+                    obj = _parse(line)
+                    if not isinstance(obj, dict):
+                        raise LineProblem(f"a JSON {type(obj).__name__}, not an object")
+                    if is_capture_line(obj):
+                        if sagemaker is None:
+                            sagemaker = DataCaptureReader(name, csv_columns)
+                        try:
+                            obj = sagemaker.record(obj)
+                        except LineProblem:
+                            raise
+                        except Exception as exc:  # a shape nobody foresaw: one bad line
+                            problem = f"Data Capture line not readable ({type(exc).__name__})"
+                            raise LineProblem(problem) from exc
+                    elif not any(k in obj for k in RECORD_KEYS):
+                        raise LineProblem("not a capture record (no schema, time or rows)")
+                    t = parse_time(obj.get("time")) if windowed else 0.0
+                    if t is None:
+                        raise LineProblem("record time missing or not ISO-8601")
+                    good += 1
+                    if full:
+                        stats.records += 1  # type: ignore[union-attr]
+                    if not windowed or lo <= t < hi:
+                        yield obj
+                except LineProblem as exc:
+                    bad += 1
+                    problem = f"{name}:{lineno}: {exc}"
+                    first = first or f"line {lineno}: {exc}"
+                    if stats is not None:
+                        stats.bad_lines += 1
+                        if len(stats.problems) < MAX_PROBLEMS:
+                            stats.problems.append(problem)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{name}: {what} after line {lineno}: {exc}") from exc
+    if full:
+        stats.lines += lines  # type: ignore[union-attr]
+    if lines == 0:
+        raise InputError(f"{name}: empty (no lines)")
+    if good == 0:
+        raise InputError(f"{name}: no valid record in {lines} line(s); {first}")
+    if bad:
+        log.warning("%s: %d of %d lines skipped; first: %s", name, bad, lines, first)

@@ -1,1 +1,5 @@
-"""Placeholder until its issue lands."""
+"""monitor_job: check windows of captures against the training baseline.
+
+Entry point: ``modeltap-monitor`` (``python -m monitor_job``); see ``cli``.
+Module contracts: ``DESIGN.md`` beside this file.
+"""

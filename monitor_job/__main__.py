@@ -1,12 +1,8 @@
-"""`modeltap-monitor` entry point (the monitor job lands with its own issue)."""
+"""``python -m monitor_job`` = ``modeltap-monitor``."""
 
 import sys
 
-
-def main() -> int:
-    print("modeltap-monitor: the monitor job is not built yet; see the README.", file=sys.stderr)
-    return 2
-
+from monitor_job.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,218 @@
+"""Profile a window of captures: in-process, or one Dask task per object.
+
+Each capture object becomes a ``Partial`` (profiles of its rows, whole and
+per segment, plus read counts) serialised to bytes; partials merge, so the
+order and the place objects are read in change nothing. In-process the
+objects are read one after another with constant memory (streamed lines,
+rows profiled in batches of ``BATCH_ROWS``); with ``dask`` set, each object
+is a task on the cluster (``"local"`` starts a ``LocalCluster`` of processes
+on this machine, anything else is a scheduler address) and only profile
+bytes travel back.
+
+Segments: ``model.version`` always, plus the configured columns; each value
+gets its own profile, up to ``MAX_SEGMENT_VALUES`` values per column (the
+rest share ``<column>=__other__``) so a high-cardinality segment column
+cannot multiply memory.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from capture.profile import KLL_K, DatasetProfile, canonical
+from monitor_job.readers import ObjectRef, flatten, read_records
+
+BATCH_ROWS = 4096
+MAX_SEGMENT_VALUES = 20
+MAX_PROBLEMS = 20
+VERSION_COLUMN = "model.version"
+
+
+@dataclass
+class Partial:
+    """Profiles of some objects' rows plus what reading them found."""
+
+    profiles: dict[str, DatasetProfile] = field(default_factory=dict)
+    objects: int = 0
+    records: int = 0
+    records_without_rows: int = 0
+    parse_errors: int = 0
+    bad_lines: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def whole(self) -> DatasetProfile:
+        return self.profiles.setdefault("", DatasetProfile())
+
+    def merge(self, other: Partial) -> None:
+        for key, prof in other.profiles.items():
+            mine = self.profiles.get(key)
+            if mine is None:
+                self.profiles[key] = prof
+            else:
+                mine.merge(prof)
+        self.objects += other.objects
+        self.records += other.records
+        self.records_without_rows += other.records_without_rows
+        self.parse_errors += other.parse_errors
+        self.bad_lines += other.bad_lines
+        self.problems.extend(other.problems[: max(0, MAX_PROBLEMS - len(self.problems))])
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "objects": self.objects,
+            "records": self.records,
+            "rows": self.whole.rows,
+            "records_without_rows": self.records_without_rows,
+            "parse_errors": self.parse_errors,
+            "bad_lines": self.bad_lines,
+            "problems": self.problems,
+        }
+
+    def to_bytes(self) -> bytes:
+        counts = self.counts()
+        counts.pop("rows")
+        profiles = {k: p.to_bytes().decode() for k, p in self.profiles.items()}
+        return orjson.dumps({"counts": counts, "profiles": profiles})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Partial:
+        doc = orjson.loads(data)
+        part = cls(
+            profiles={k: DatasetProfile.from_bytes(v.encode()) for k, v in doc["profiles"].items()},
+            **doc["counts"],
+        )
+        return part
+
+
+class _Segmenter:
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = [VERSION_COLUMN, *[c for c in columns if c != VERSION_COLUMN]]
+        self.seen: dict[str, set[str]] = {c: set() for c in self.columns}
+
+    def keys(self, row: dict[str, Any]) -> list[str]:
+        out = []
+        for col in self.columns:
+            key = canonical(row.get(col))
+            if key is None:
+                continue
+            seen = self.seen[col]
+            if key not in seen and len(seen) >= MAX_SEGMENT_VALUES:
+                key = "__other__"
+            else:
+                seen.add(key)
+            out.append(f"{col}={key}")
+        return out
+
+
+def _batches(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def profile_object(
+    ref: ObjectRef,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    segments: Sequence[str] = (),
+    csv_columns: Sequence[str] | None = None,
+    kll_k: int = KLL_K,
+) -> bytes:
+    """One object's ``Partial`` as bytes (the unit of work of a Dask task)."""
+    part = Partial(objects=1)
+    part.profiles[""] = DatasetProfile(kll_k=kll_k)
+    segmenter = _Segmenter(segments)
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for record in read_records(ref, start, end, csv_columns=csv_columns, stats=part):
+            part.records += 1
+            parse = record.get("parse") if isinstance(record, dict) else None
+            if isinstance(parse, dict) and parse.get("error"):
+                part.parse_errors += 1
+            flat = flatten(record)
+            if not flat:
+                part.records_without_rows += 1
+            yield from flat
+
+    for batch in _batches(rows(), BATCH_ROWS):
+        part.profiles[""].update_rows(batch)
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for row in batch:
+            for key in segmenter.keys(row):
+                groups.setdefault(key, []).append(row)
+        for key, group in groups.items():
+            prof = part.profiles.get(key)
+            if prof is None:
+                prof = part.profiles[key] = DatasetProfile(kll_k=kll_k)
+            prof.update_rows(group)
+    return part.to_bytes()
+
+
+def profile_window(
+    refs: Sequence[ObjectRef],
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    segments: Sequence[str] = (),
+    csv_columns: Sequence[str] | None = None,
+    dask: str | None = None,
+    progress: bool | None = None,
+    label: str = "objects",
+) -> Partial:
+    """Profiles of every row of ``refs`` within [start, end), merged."""
+    total = Partial()
+    total.profiles[""] = DatasetProfile()
+    records = [r for r in refs if r.kind == "records"]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    kwargs: dict[str, Any] = {"segments": list(segments), "csv_columns": csv_columns}
+    if dask:
+        results: Iterable[bytes] = _on_dask(dask, records, start, end, kwargs)
+    else:
+        results = (profile_object(r, start, end, **kwargs) for r in records)
+    if progress and records:
+        from tqdm import tqdm
+
+        results = tqdm(results, total=len(records), desc=label, unit="obj", file=sys.stderr)
+    for data in results:
+        total.merge(Partial.from_bytes(data))
+    return total
+
+
+def _on_dask(
+    address: str,
+    refs: Sequence[ObjectRef],
+    start: datetime | None,
+    end: datetime | None,
+    kwargs: dict[str, Any],
+) -> Iterator[bytes]:
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    # dask.distributed is untyped: these calls are checked by the Dask tests.
+    cluster = (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True)  # type: ignore[no-untyped-call]
+        if (address == "local")
+        else None
+    )
+    client = Client(cluster if cluster is not None else address)  # type: ignore[no-untyped-call]
+    try:
+        futures = client.map(profile_object, refs, start=start, end=end, pure=False, **kwargs)
+        for future in as_completed(futures):  # type: ignore[no-untyped-call]
+            yield future.result()
+    finally:
+        client.close()  # type: ignore[no-untyped-call]
+        if cluster is not None:
+            cluster.close()

@@ -2,7 +2,12 @@
 front of it, and the proxy with capture on (100% sampled) and sampled out,
 at 1 and 16 connections, all in one run on this machine.
 
-    python -m loadtest proxy [--quick]
+    python -m loadtest proxy [--quick] [--seconds=N] [--conns=1,16] [--only=WORD,...]
+
+``--only`` keeps the rows whose name contains one of the words (``directly``,
+``nginx``, ``aiohttp``, ``httptools``, ``capture on``, ``sampled out``); the
+servers for the other rows are not started. ``--seconds`` overrides the 15 s
+per cell (5 s with ``--quick``).
 
 Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install wrk nginx-light``).
 Every server here is one process/worker, on loopback, sharing the 2 cores
@@ -140,29 +145,41 @@ http {{
 """
 
 
+def _flag(flags: list[str], name: str, default: str) -> str:
+    for flag in flags:
+        if flag.startswith(name + "="):
+            return flag.split("=", 1)[1]
+    return default
+
+
 def main(flags: list[str]) -> None:
     if not (shutil.which("wrk") and shutil.which("nginx")):
         print("needs wrk and nginx: apt-get install wrk nginx-light", file=sys.stderr)
         return
-    seconds = 5 if "--quick" in flags else 15
+    seconds = int(_flag(flags, "--seconds", "5" if "--quick" in flags else "15"))
+    conn_counts = [int(c) for c in _flag(flags, "--conns", "1,16").split(",")]
+    only = [w for w in _flag(flags, "--only", "").split(",") if w]
     py = sys.executable
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         lua = tmp / "post.lua"
         lua.write_text(LUA)
-        mport, nport, pon, poff, pmin = (free_port() for _ in range(5))
+        mport, nport, pon, poff, pmin, pfast = (free_port() for _ in range(6))
         (tmp / "nginx.conf").write_text(NGINX.format(dir=tmp, model=mport, port=nport))
-        model = [
-            py,
-            "-m",
-            "uvicorn",
-            "loadtest.toy_model:app",
-            "--port",
-            str(mport),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
+
+        def uvicorn(app: str, port: int) -> list[str]:
+            return [
+                py,
+                "-m",
+                "uvicorn",
+                app,
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ]
+
         base = {"MODELTAP_UPSTREAM_URL": f"http://127.0.0.1:{mport}", "MODELTAP_MODEL": "toy"}
         on = {**base, "MODELTAP_PORT": str(pon), "MODELTAP_SINK": str(tmp / "on")}
         off = {
@@ -173,39 +190,42 @@ def main(flags: list[str]) -> None:
             "MODELTAP_SAMPLE_KEEP_ERRORS": "false",
             "MODELTAP_SLOW_THRESHOLD_S": "",
         }
-        minimal = [
-            py,
-            "-m",
-            "uvicorn",
-            "loadtest.min_passthrough:app",
-            "--port",
-            str(pmin),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ]
-        with (
-            process(minimal, {"MIN_UPSTREAM": f"http://127.0.0.1:{mport}"}),
-            process(model),
-            process(["nginx", "-c", str(tmp / "nginx.conf")]),
-            process([py, "-m", "server"], on) as p_on,
-            process([py, "-m", "server"], off),
-        ):
-            targets = {
-                "model directly": f"http://127.0.0.1:{mport}",
-                "nginx -> model": f"http://127.0.0.1:{nport}",
-                "minimal ASGI + aiohttp hop (reference)": f"http://127.0.0.1:{pmin}",
-                "proxy, capture on (100%)": f"http://127.0.0.1:{pon}",
-                "proxy, capture sampled out (rate 0)": f"http://127.0.0.1:{poff}",
+        minimal = {"MIN_UPSTREAM": f"http://127.0.0.1:{mport}"}
+        # name -> (url, command, environment); the model itself always runs.
+        rows: dict[str, tuple[str, list[str] | None, dict[str, str]]] = {
+            MODEL: (f"http://127.0.0.1:{mport}", None, {}),
+            NGINX_ROW: (f"http://127.0.0.1:{nport}", ["nginx", "-c", str(tmp / "nginx.conf")], {}),
+            AIOHTTP_REF: (
+                f"http://127.0.0.1:{pmin}",
+                uvicorn("loadtest.min_passthrough:app", pmin),
+                minimal,
+            ),
+            HTTPTOOLS_REF: (
+                f"http://127.0.0.1:{pfast}",
+                uvicorn("loadtest.min_passthrough:app_httptools", pfast),
+                minimal,
+            ),
+            CAPTURE_ON: (f"http://127.0.0.1:{pon}", [py, "-m", "server"], on),
+            CAPTURE_OFF: (f"http://127.0.0.1:{poff}", [py, "-m", "server"], off),
+        }
+        if only:
+            rows = {k: v for k, v in rows.items() if any(w in k for w in only)}
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(process(uvicorn("loadtest.toy_model:app", mport)))
+            pids = {
+                name: stack.enter_context(process(cmd, env)).pid
+                for name, (_, cmd, env) in rows.items()
+                if cmd is not None
             }
-            for url in targets.values():
+            wait_up(f"http://127.0.0.1:{mport}")
+            for url, _, _ in rows.values():
                 wait_up(url)
             print(f"# proxy benchmark: wrk -t1, {seconds}s per cell, POST {len(BODY)} B JSON")
             print("| target | conns | req/s | p50 ms | p99 ms | max ms | non-2xx |")
             print("| --- | --- | --- | --- | --- | --- | --- |")
             results = {}
-            for conns in (1, 16):
-                for name, url in targets.items():
+            for conns in conn_counts:
+                for name, (url, _, _) in rows.items():
                     r = wrk(url, conns, seconds, lua)
                     results[(name, conns)] = r
                     print(
@@ -213,16 +233,37 @@ def main(flags: list[str]) -> None:
                         f"{r['p99']:.2f} | {r['max']:.1f} | {r['non2xx']:.0f} |",
                         flush=True,
                     )
-            print(f"proxy (capture on) RSS after the run: {rss_mb(p_on.pid):.0f} MB")
-            on16 = results[("proxy, capture on (100%)", 16)]["rps"]
-            print(
-                f"capture on / nginx at 16: {on16 / results[('nginx -> model', 16)]['rps']:.2f}; "
-                f"capture on / capture sampled out: "
-                f"{on16 / results[('proxy, capture sampled out (rate 0)', 16)]['rps']:.2f}"
-            )
-            d1 = results[("model directly", 1)]
-            c1 = results[("proxy, capture on (100%)", 1)]
-            print(
-                f"added at 1 connection: p50 +{c1['p50'] - d1['p50']:.2f} ms, "
-                f"p99 +{c1['p99'] - d1['p99']:.2f} ms"
-            )
+            if CAPTURE_ON in pids:
+                print(f"proxy (capture on) RSS after the run: {rss_mb(pids[CAPTURE_ON]):.0f} MB")
+            _ratios(results)
+
+
+MODEL = "model directly"
+NGINX_ROW = "nginx -> model"
+AIOHTTP_REF = "minimal raw ASGI + aiohttp hop (reference)"
+HTTPTOOLS_REF = "minimal raw ASGI + httptools client hop (reference)"
+CAPTURE_ON = "proxy, capture on (100%)"
+CAPTURE_OFF = "proxy, capture sampled out (rate 0)"
+
+
+def _ratios(results: dict[tuple[str, int], dict[str, float]]) -> None:
+    """The issue's targets, for the rows that ran."""
+
+    def rps(name: str, conns: int) -> float | None:
+        r = results.get((name, conns))
+        return r["rps"] if r else None
+
+    on16 = rps(CAPTURE_ON, 16)
+    for other in (NGINX_ROW, CAPTURE_OFF, AIOHTTP_REF, HTTPTOOLS_REF):
+        den = rps(other, 16)
+        if on16 and den:
+            print(f"capture on / {other} at 16 connections: {on16 / den:.2f}")
+    fast, slow = rps(HTTPTOOLS_REF, 16), rps(AIOHTTP_REF, 16)
+    if fast and slow:
+        print(f"httptools reference / aiohttp reference at 16 connections: {fast / slow:.2f}")
+    d1, c1 = results.get((MODEL, 1)), results.get((CAPTURE_ON, 1))
+    if d1 and c1:
+        print(
+            f"added at 1 connection: p50 +{c1['p50'] - d1['p50']:.2f} ms, "
+            f"p99 +{c1['p99'] - d1['p99']:.2f} ms"
+        )

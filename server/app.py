@@ -2,10 +2,15 @@
 
 Requests under ``/_modeltap/`` go to a small FastAPI app (``healthz``,
 ``readyz``, ``metrics``, ``flush``); everything else goes to the forwarder.
-The lifespan owns the upstream session, the capturer and its threads: it
+The lifespan owns the upstream pool (``server.upstream``), the capturer and its threads: it
 checks the sink is writable before the first request (a clear startup error
 otherwise), and on shutdown (uvicorn finishes in-flight requests first)
 flushes or spools the buffer within ``MODELTAP_SHUTDOWN_TIMEOUT_S``.
+
+With ``MODELTAP_WORKERS`` > 1 each worker process runs one ``ProxyApp``; its
+``WorkerRuntime`` claims the worker's spool slot and serves ``/metrics`` summed
+over all workers (``server.workers``, ``server.metrics``). ``flush`` acts on
+the worker that receives the request.
 
 Nothing is created at import time.
 """
@@ -17,16 +22,17 @@ import hmac
 import logging
 from typing import Any
 
-import aiohttp
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from capture.capturer import Capturer
 from capture.errors import CaptureError
-from server.metrics import CaptureCollector, PredictionMetrics, ProxyMetrics
+from server.metrics import PredictionMetrics, ProxyMetrics
 from server.proxy import Forwarder, Receive, Scope, Send
 from server.settings import ProxySettings
+from server.upstream import UpstreamError, UpstreamPool
+from server.workers import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +48,10 @@ class ProxyApp:
     ) -> None:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
+        self.exposition = self.registry  # what /metrics serves (all workers' sum with N > 1)
+        self.runtime: WorkerRuntime | None = None
         self.capturer: Capturer | None = None
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
         self.forwarder: Forwarder | None = None
         self.admin = _admin_app(self)
 
@@ -60,27 +68,24 @@ class ProxyApp:
 
     async def startup(self) -> None:
         s = self.settings
+        self.runtime = WorkerRuntime(s)
         predictions = PredictionMetrics(self.registry, s.buckets())
-        self.capturer = Capturer(s.capture, on_record=predictions.observe_record)
+        self.capturer = Capturer(
+            self.runtime.capture_settings(), on_record=predictions.observe_record
+        )
         await asyncio.to_thread(self.capturer.check)  # fail at start on an unwritable sink
-        self.registry.register(CaptureCollector(self.capturer.stats, model=s.capture.model))
+        self.exposition = self.runtime.attach(self.capturer, self.registry)
         metrics = ProxyMetrics(self.registry, s.capture.model)
-        connector = aiohttp.TCPConnector(limit=s.upstream_max_connections, ttl_dns_cache=300)
-        self.session = aiohttp.ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            # aiohttp refuses response header lines over 8 KiB by default; a
-            # transparent proxy passes whatever the model sends.
-            max_line_size=MAX_HEADER_BYTES,
-            max_field_size=MAX_HEADER_BYTES,
-            timeout=aiohttp.ClientTimeout(
-                total=s.upstream_timeout_s, connect=s.upstream_connect_timeout_s
-            ),
+        self.pool = UpstreamPool(
+            s.upstream_url,
+            max_connections=s.upstream_max_connections,
+            connect_timeout_s=s.upstream_connect_timeout_s,
+            timeout_s=s.upstream_timeout_s,
+            # A transparent proxy passes whatever header sizes the model sends.
+            max_header_bytes=MAX_HEADER_BYTES,
         )
         self.forwarder = Forwarder(
-            s.upstream_url,
-            self.session,
+            self.pool,
             self.capturer,
             metrics,
             timeout_s=s.upstream_timeout_s,
@@ -90,10 +95,14 @@ class ProxyApp:
 
     async def shutdown(self) -> None:
         self.forwarder = None
-        if self.session is not None:
-            await self.session.close()
+        if self.pool is not None:
+            await self.pool.aclose()
+        if self.runtime is not None:
+            await asyncio.to_thread(self.runtime.stop_background)
         if self.capturer is not None:
             await asyncio.to_thread(self.capturer.close, self.settings.shutdown_timeout_s)
+        if self.runtime is not None:
+            await asyncio.to_thread(self.runtime.close)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -145,15 +154,13 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
     async def readyz() -> JSONResponse:
         """Upstream reachable (any HTTP answer) and sink writable."""
         checks: dict[str, Any] = {}
-        session, capturer = proxy.session, proxy.capturer
-        if session is None or capturer is None:
+        pool, capturer = proxy.pool, proxy.capturer
+        if pool is None or capturer is None:
             return JSONResponse({"ready": False, "checks": {"startup": "not done"}}, 503)
         try:
-            async with session.get(
-                proxy.settings.upstream_url, timeout=aiohttp.ClientTimeout(total=2)
-            ) as resp:
+            async with await pool.request("GET", b"/", [], timeout_s=2.0) as resp:
                 checks["upstream"] = f"HTTP {resp.status}"
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except UpstreamError as exc:
             checks["upstream"] = f"unreachable: {type(exc).__name__}"
         try:
             await asyncio.to_thread(capturer.check)
@@ -165,8 +172,16 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
 
     @app.get(ADMIN_PREFIX + "metrics")
     async def metrics() -> Response:
-        """Prometheus text exposition."""
-        return Response(generate_latest(proxy.registry), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text exposition (summed over workers when there are several)."""
+        runtime = proxy.runtime
+        if runtime is None or runtime.metrics_dir is None:
+            return Response(generate_latest(proxy.exposition), media_type=CONTENT_TYPE_LATEST)
+
+        def collect() -> bytes:  # reads every worker's files: off the event loop
+            runtime.before_scrape()
+            return generate_latest(proxy.exposition)
+
+        return Response(await asyncio.to_thread(collect), media_type=CONTENT_TYPE_LATEST)
 
     @app.post(ADMIN_PREFIX + "flush")
     async def flush(request: Request) -> JSONResponse:

@@ -1,16 +1,17 @@
 """``modeltap-proxy`` / ``python -m server``: run the proxy with uvicorn.
 
-    MODELTAP_UPSTREAM_URL=http://127.0.0.1:9000 modeltap-proxy --port 8080
+    MODELTAP_UPSTREAM_URL=http://127.0.0.1:9000 modeltap-proxy --port 8080 [--workers 4]
 
 Settings come from ``MODELTAP_*`` variables and the same-named flags
 (``--help`` lists them). SIGTERM: uvicorn stops accepting, finishes in-flight
 requests, then the lifespan flushes (or spools) the capture within
-``MODELTAP_SHUTDOWN_TIMEOUT_S`` and the process exits 0.
+``MODELTAP_SHUTDOWN_TIMEOUT_S`` and the process exits 0. With
+``MODELTAP_WORKERS`` > 1 the same happens in every worker process
+(``server.workers``), and the parent exits 0 once they all did.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -20,22 +21,27 @@ from capture.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
-    import uvicorn
+    from server.settings import ProxySettings, cli_environ
+    from server.workers import LOG_FORMAT, serve_workers, tune_gc, tune_interpreter
 
-    from server.app import create_app
-    from server.settings import parse_args
-
-    # The capture encodes on a background thread; with the default 5 ms switch
-    # interval it can hold the GIL that long while a request waits.
-    sys.setswitchinterval(float(os.environ.get("MODELTAP_GIL_SWITCH_S", "0.0005")))
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    tune_interpreter()
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     try:
-        settings = parse_args(argv)
+        env = cli_environ(argv)
+        settings = ProxySettings.from_env(env)
+        if settings.workers > 1:
+            return serve_workers(settings, env)
     except ConfigError as exc:
         print(f"modeltap-proxy: {exc}", file=sys.stderr)
         return 2
+    if os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None):
+        # One process has nothing to sum; per-process values are also faster.
+        logging.getLogger(__name__).info("one worker: PROMETHEUS_MULTIPROC_DIR ignored")
+
+    import uvicorn
+
+    from server.app import create_app
+
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
@@ -46,12 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
     )
     server = uvicorn.Server(config)
-    # Records are built in bursts of thousands of small objects; with the
-    # default thresholds that triggers frequent full collections, which stop
-    # the event loop too. Move what exists now out of the GC's way and collect
-    # the young generation less often.
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
+    tune_gc()
     # uvicorn re-raises the SIGTERM/SIGINT it caught once its graceful shutdown
     # is over, into the handler that was there before it: make that a no-op, so
     # a drained, flushed proxy exits 0 rather than dying of the signal.

@@ -1,24 +1,47 @@
-"""Prometheus exposition of the capture counters.
+"""Prometheus metrics of the proxy: requests, latencies, capture counters,
+predictions; with one worker process or several.
 
-``CaptureCollector`` reads ``CaptureStats.snapshot()`` at scrape time, so the
-request path never touches a Prometheus object for capture counts, and gauges
-(buffer depth, spool size) are always current. Register it on the registry
-the app owns (never the global default in tests):
+One worker: ``CaptureCollector`` reads ``CaptureStats.snapshot()`` at scrape
+time, so the request path never touches a Prometheus object for capture
+counts, and gauges (buffer depth, spool size) are always current. Register it
+on the registry the app owns (never the global default in tests):
 
     registry = CollectorRegistry()
     registry.register(CaptureCollector(capturer.stats, model="ranker"))
+
+Several workers (prometheus_client multiprocess mode, ``PROMETHEUS_MULTIPROC_DIR``
+set before ``prometheus_client`` is imported): every metric object writes its
+values to per-pid mmap files in that directory, and ``multiprocess_registry``
+serves the sum over all files, whichever worker answers the scrape. The
+capture's counters live in ``CaptureStats``, not in Prometheus objects, so
+``CapturePublisher`` copies them every second (and before each scrape of its
+own worker) into Prometheus counters (by increments: the files of exited
+workers keep their totals) and ``livesum`` gauges (summed over live workers
+only; ``forget_dead_workers`` deletes a dead worker's gauge files as
+``mark_process_dead`` does). Names, labels and types are the same in both
+modes. The capture counters of other workers lag by at most
+``PUBLISH_INTERVAL_S``; request counters and histograms never lag.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Gauge, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
+from capture.errors import ConfigError
 from capture.stats import CaptureStats
+
+log = logging.getLogger(__name__)
 
 NS = "modeltap_capture"
 
@@ -80,6 +103,157 @@ class CaptureCollector(Collector):
                 yield g
 
 
+#: How often a worker copies its capture counters into the multiprocess files.
+PUBLISH_INTERVAL_S = 1.0
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+
+def multiprocess_dir() -> str:
+    """The multiprocess directory; raises unless this process writes to it.
+
+    prometheus_client picks its value class when first imported: a process
+    that imported it before ``PROMETHEUS_MULTIPROC_DIR`` was set would count
+    in memory only, and every scrape would miss its requests.
+    """
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if not path or not os.path.isdir(path):
+        raise ConfigError(
+            "MODELTAP_WORKERS > 1 needs PROMETHEUS_MULTIPROC_DIR set to a directory "
+            "(modeltap-proxy sets it for its workers)"
+        )
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        raise ConfigError(
+            "prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set; "
+            "start workers through modeltap-proxy --workers N"
+        )
+    return path
+
+
+def multiprocess_registry(path: str) -> CollectorRegistry:
+    """A registry that serves the sum of every worker's files in ``path``."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
+    return registry
+
+
+def forget_dead_workers(path: str) -> list[int]:
+    """Delete the live-gauge files of processes that no longer exist.
+
+    Counters and histograms of dead workers stay (totals are cumulative).
+    """
+    dead = []
+    for name in os.listdir(path):
+        m = _LIVE_GAUGE_FILE.match(name)
+        if m and not _alive(int(m[1])):
+            dead.append(int(m[1]))
+    for pid in sorted(set(dead)):
+        forget_worker(pid, path)
+        log.info("removed the live gauges of exited worker %d", pid)
+    return sorted(set(dead))
+
+
+def forget_worker(pid: int, path: str) -> None:
+    """``mark_process_dead``: a worker's live gauges stop counting."""
+    with contextlib.suppress(FileNotFoundError):  # a sibling may clean up at the same time
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's: a recycled pid, not ours to judge
+        return True
+    return True
+
+
+class CapturePublisher:
+    """Copies one worker's ``CaptureStats`` into multiprocess metric files.
+
+    Counters advance by the increase since the last publish, so the files
+    hold this process's totals; gauges are ``livesum``. ``start`` publishes
+    every ``interval_s`` on a daemon thread; ``stop`` publishes once more
+    (after the capture closed, so final totals are kept) and ends it.
+    """
+
+    def __init__(
+        self,
+        stats: CaptureStats,
+        *,
+        model: str,
+        registry: CollectorRegistry,
+        interval_s: float = PUBLISH_INTERVAL_S,
+    ) -> None:
+        self.stats, self.model, self.interval_s = stats, model, interval_s
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last: dict[tuple[str, str], float] = {}
+        self._counters = {
+            key: Counter(f"{NS}_{name}", doc, ["model"], registry=registry).labels(model)
+            for key, (name, doc) in COUNTERS.items()
+        }
+        self._labeled = {
+            "dropped": Counter(
+                f"{NS}_records_dropped",
+                "Records dropped, by reason",
+                ["model", "reason"],
+                registry=registry,
+            ),
+            "flushes": Counter(
+                f"{NS}_flushes",
+                "Batches closed, by trigger",
+                ["model", "trigger"],
+                registry=registry,
+            ),
+        }
+        self._gauges = {
+            key: Gauge(
+                f"{NS}_{name}", doc, ["model"], registry=registry, multiprocess_mode="livesum"
+            )
+            for key, (name, doc) in GAUGES.items()
+        }
+        self.publish()
+
+    def publish(self) -> None:
+        """Bring the files up to date with the stats (any thread)."""
+        with self._lock:
+            snap: dict[str, Any] = self.stats.snapshot()
+            for key, counter in self._counters.items():
+                self._advance(counter, (key, ""), snap.get(key, 0))
+            for kind, family in self._labeled.items():
+                for label, n in snap.get(kind, {}).items():
+                    self._advance(family.labels(self.model, label), (kind, label), n)
+            for key, gauge in self._gauges.items():
+                value = snap.get(key)
+                if value is not None and value == value:  # absent or NaN: leave it
+                    gauge.labels(self.model).set(value)
+
+    def _advance(self, counter: Any, key: tuple[str, str], total: float) -> None:
+        last = self._last.get(key)
+        if last is None or total > last:  # inc(0) the first time: zero series show, as with one
+            counter.inc(total - (last or 0))
+            self._last[key] = total
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="modeltap-metrics", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.publish()
+            except Exception:  # metrics must never take the worker down
+                log.exception("publishing capture metrics failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.publish()
+
+
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -88,7 +262,7 @@ class ProxyMetrics:
     """Request metrics of the proxy, on a registry the app owns."""
 
     def __init__(self, registry: CollectorRegistry, model: str) -> None:
-        from prometheus_client import Counter, Histogram
+        from prometheus_client import Histogram
 
         self.model = model
         self.requests = Counter(

@@ -3,6 +3,11 @@ CLI flags (``--upstream-url`` for ``MODELTAP_UPSTREAM_URL``). The capture's
 own settings (sink, sampling, flush triggers, ...) come from
 ``capture.settings.CaptureSettings`` and are read from the same environment.
 
+``MODELTAP_WORKERS`` (default 1) runs that many worker processes on one port
+(``server.workers``); the workers read their settings from the environment
+the parent exported, so CLI flags reach them as ``MODELTAP_*`` variables
+(``cli_environ``).
+
 Bad settings fail at start with a message naming the variable: a malformed
 upstream URL, an invalid port, or (checked by ``create_app``'s lifespan) a
 sink that cannot be written.
@@ -22,6 +27,9 @@ from urllib.parse import urlsplit
 from capture.errors import ConfigError
 from capture.settings import PREFIX, CaptureSettings, from_env
 
+#: More processes than this on one host is a deployment mistake, not a setting.
+MAX_WORKERS = 64
+
 
 @dataclass(frozen=True)
 class ProxySettings:
@@ -35,6 +43,7 @@ class ProxySettings:
     upstream_connect_timeout_s: float = 5.0
     upstream_max_connections: int = 256
     shutdown_timeout_s: float = 25.0
+    workers: int = 1
     stream_capture: bool = True
     prediction_buckets: tuple[str, ...] = field(default_factory=tuple)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
@@ -67,6 +76,8 @@ class ProxySettings:
             raise ConfigError("MODELTAP_PREDICTION_BUCKETS must be increasing")
         if self.upstream_max_connections < 1:
             raise ConfigError("MODELTAP_UPSTREAM_MAX_CONNECTIONS must be >= 1")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ConfigError(f"MODELTAP_WORKERS={self.workers} must be in 1..{MAX_WORKERS}")
 
     def buckets(self) -> tuple[float, ...]:
         from server.metrics import DEFAULT_PREDICTION_BUCKETS
@@ -89,6 +100,16 @@ def parse_args(
     argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
 ) -> ProxySettings:
     """Settings from CLI flags over environment variables over defaults."""
+    return ProxySettings.from_env(cli_environ(argv, environ))
+
+
+def cli_environ(
+    argv: Sequence[str] | None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment with CLI flags written in as ``MODELTAP_*`` variables.
+
+    This is what worker processes inherit, so they build the same settings.
+    """
     parser = argparse.ArgumentParser(
         prog="modeltap-proxy",
         description="Reverse proxy that captures what a model server sees and says.",
@@ -105,4 +126,4 @@ def parse_args(
     args = vars(parser.parse_args(argv))
     env = dict(os.environ if environ is None else environ)
     env.update({PREFIX + k.upper(): v for k, v in args.items() if v is not None})
-    return ProxySettings.from_env(env)
+    return env

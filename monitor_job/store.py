@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from capture.errors import CaptureError
 from capture.sinks import sink_from_url
+from monitor_job.locations import ENDPOINT_ENV, s3_client, s3_problem
 
 
 class StoreError(Exception):
@@ -26,19 +27,6 @@ class StoreError(Exception):
 def _s3_parts(location: str) -> tuple[str, str]:
     parts = urlsplit(location)
     return parts.netloc, parts.path.strip("/")
-
-
-def s3_client() -> object:
-    """A boto3 S3 client for the configured endpoint (path-style when custom)."""
-    import boto3
-    from botocore.config import Config
-
-    endpoint = os.environ.get("MODELTAP_S3_ENDPOINT_URL") or None
-    config = Config(
-        retries={"total_max_attempts": 3, "mode": "standard"},
-        s3={"addressing_style": "path"} if endpoint else None,
-    )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
 
 
 def local_path(location: str) -> Path | None:
@@ -82,15 +70,12 @@ def read_file(location: str, name: str) -> bytes:
     bucket, prefix = _s3_parts(location)
     key = f"{prefix}/{name}" if prefix else name
     try:
-        body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]  # type: ignore[attr-defined]
-        return bytes(body.read())
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "error")
-        raise StoreError(f"{where}: {code}") from exc
-    except BotoCoreError as exc:
-        raise StoreError(f"{where}: {exc}") from exc
+        body = s3_client(os.environ.get(ENDPOINT_ENV) or None).get_object(Bucket=bucket, Key=key)
+        return bytes(body["Body"].read())
+    except (ClientError, BotoCoreError) as exc:
+        raise StoreError(f"{where}: {s3_problem(exc)}") from exc
 
 
 def _s3_options() -> dict[str, object]:
-    endpoint = os.environ.get("MODELTAP_S3_ENDPOINT_URL")
+    endpoint = os.environ.get(ENDPOINT_ENV)
     return {"endpoint_url": endpoint} if endpoint else {}

@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from capture.rows import spread
 from monitor_job.locations import InputError, iter_lines
-from monitor_job.rows import spread
 
 log = logging.getLogger(__name__)
 

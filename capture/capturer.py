@@ -17,9 +17,10 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from capture.buffer import CaptureBuffer
 from capture.clock import SystemClock
@@ -30,6 +31,9 @@ from capture.settings import CaptureSettings
 from capture.sinks import sink_from_url
 from capture.stats import CaptureStats
 from capture.types import Clock, Exchange, Sink
+
+if TYPE_CHECKING:
+    from capture.traffic import TrafficProfiles
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +90,11 @@ class Capturer:
             if settings.spool_dir
             else None
         )
+        self.traffic: TrafficProfiles | None = (
+            _traffic_profiles(self.sink, settings, self._build_for_profile, self.clock, self.stats)
+            if settings.profile_all
+            else None
+        )
         self.buffer = CaptureBuffer(
             self.sink,
             KeyNamer("", settings.model),
@@ -125,9 +134,15 @@ class Capturer:
                 )
             self.stats.offered(kept=reason is not None)
             if reason is None:
+                if self.traffic is not None:
+                    self.traffic.offer(exchange, exchange.size_hint())
                 return False
             item = exchange if reason == "sampled" else _Kept(exchange, reason)
-            return self.buffer.offer(item, exchange.size_hint())
+            if self.buffer.offer(item, exchange.size_hint()):
+                return True
+            if self.traffic is not None:  # dropped as a record, still part of the traffic
+                self.traffic.offer(exchange, exchange.size_hint())
+            return False
         except Exception:  # the request path must never see a capture error
             log.exception("capture submit failed")
             return False
@@ -167,7 +182,22 @@ class Capturer:
 
     # -- background ---------------------------------------------------------
 
-    def _process(self, item: Any) -> dict[str, Any] | None:
+    def profile_call(self, call: Call) -> None:
+        """Add a sampled-out decorated call to the full-traffic profile (if on)."""
+        if self.traffic is not None:
+            try:
+                self.traffic.offer(call, _call_size(call))
+            except Exception:
+                log.exception("capture offer to the traffic profile failed")
+
+    # -- background ---------------------------------------------------------
+
+    def _build(self, item: Any, *, count: bool) -> tuple[dict[str, Any], float]:
+        """The redacted record of a queued item and its time (epoch s).
+
+        ``count``: add parse errors and redactions to the stats (kept records
+        only; an exchange seen only by the traffic profile is not a record).
+        """
         if isinstance(item, (Exchange, _Kept)):
             exchange, reason = (item, "sampled") if isinstance(item, Exchange) else item
             record, req_json, resp_json = build_record(
@@ -178,16 +208,28 @@ class Capturer:
                     self.extract(record, req_json, resp_json, exchange)
                 except Exception as exc:  # keep the record, say why it has no rows
                     record["parse"] = {"adapter": None, "error": f"extractor failed: {exc!r}"[:500]}
-            if record["parse"].get("error"):
-                self.stats.add("parse_errors")
+            t = exchange.start
         elif isinstance(item, Call):
             record = call_record(item, self)
-            if record["parse"].get("error"):
-                self.stats.add("parse_errors")
+            t = item.start
         else:
             record = item
+            t = _record_time(record, self.clock)
+        if count and isinstance(record.get("parse"), dict) and record["parse"].get("error"):
+            self.stats.add("parse_errors")
         if self.redactor.active:
-            self.stats.add("redactions", self.redactor.apply(record))
+            n = self.redactor.apply(record)
+            if count:
+                self.stats.add("redactions", n)
+        return record, t
+
+    def _build_for_profile(self, item: Any) -> tuple[dict[str, Any], float]:
+        return self._build(item, count=False)
+
+    def _process(self, item: Any) -> dict[str, Any] | None:
+        record, t = self._build(item, count=True)
+        if self.traffic is not None:
+            self.traffic.add(record, t)
         if self.on_record is not None:
             try:
                 self.on_record(record)
@@ -198,14 +240,19 @@ class Capturer:
     # -- control ------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> bool:
-        return self.buffer.flush(timeout)
+        done = self.buffer.flush(timeout)
+        if self.traffic is not None:
+            done = self.traffic.flush(timeout) and done
+        return done
 
     def check(self) -> None:
         """Raise ``SinkError`` unless the sink is writable (readiness)."""
         self.sink.check()
 
     def close(self, timeout: float | None = None) -> None:
-        self.buffer.close(timeout)
+        self.buffer.close(timeout)  # kept records reach the traffic profile first
+        if self.traffic is not None:
+            self.traffic.close(timeout)
         if self.spool is not None:
             self.spool.close()
         self.sink.close()
@@ -226,6 +273,33 @@ def _s3_options(settings: CaptureSettings) -> dict[str, Any]:
     if not settings.sink.startswith("s3://"):
         return {}
     return {k: v for k, v in settings.s3_options().items() if v is not None}
+
+
+def _traffic_profiles(
+    sink: Sink, settings: CaptureSettings, build: Any, clock: Clock, stats: CaptureStats
+) -> TrafficProfiles:
+    from capture.traffic import TrafficProfiles  # loads datasketches: only when asked for
+
+    return TrafficProfiles(
+        sink,
+        settings.model,
+        build,
+        max_age_s=settings.profile_max_age_s,
+        max_queue_bytes=settings.profile_max_queue_bytes,
+        clock=clock,
+        stats=stats,
+    )
+
+
+def _record_time(record: dict[str, Any], clock: Clock) -> float:
+    """A record's ``time`` as epoch seconds (the clock's now if unreadable)."""
+    raw = record.get("time")
+    if isinstance(raw, str):
+        try:
+            return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return clock.time()
 
 
 def _open_spool(directory: Path, **options: Any) -> Any:

@@ -318,6 +318,23 @@ def decorate(
         except Exception:
             log.exception("capture of %s failed; the call itself was not affected", name)
 
+    profile_all = capturer.traffic is not None
+
+    def profile(
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any,
+        error: BaseException | None,
+        elapsed: float,
+    ) -> None:  # a sampled-out call, for the full-traffic profile only
+        try:
+            start = clock() - elapsed
+            ctx = CallContext(None, model)
+            call = Call(ctx, name, args[skip:], kwargs, result, error, start, elapsed, "profile")
+            capturer.profile_call(call)
+        except Exception:
+            log.exception("profiling a call of %s failed; the call itself was not affected", name)
+
     # The sync and async wrappers are spelled out twice on purpose: folding the
     # unsampled branch into ``finish`` costs ~0.6 us a call, the whole budget.
     if inspect.iscoroutinefunction(fn):
@@ -333,12 +350,16 @@ def decorate(
                         finish(None, args, kwargs, None, exc, perf() - t0)
                     else:
                         stats.count_unsampled()
+                        if profile_all:
+                            profile(args, kwargs, None, exc, perf() - t0)
                     raise
                 elapsed = perf() - t0
                 if elapsed >= slow_s:
                     finish(None, args, kwargs, result, None, elapsed)
                 else:
                     stats.count_unsampled()
+                    if profile_all:
+                        profile(args, kwargs, result, None, elapsed)
                 return result
             ctx = CallContext(new_event_id(), model)
             token = _current.set(ctx)
@@ -365,12 +386,16 @@ def decorate(
                     finish(None, args, kwargs, None, exc, perf() - t0)
                 else:
                     stats.count_unsampled()
+                    if profile_all:
+                        profile(args, kwargs, None, exc, perf() - t0)
                 raise
             elapsed = perf() - t0
             if elapsed >= slow_s:
                 finish(None, args, kwargs, result, None, elapsed)
             else:
                 stats.count_unsampled()
+                if profile_all:
+                    profile(args, kwargs, result, None, elapsed)
             return result
         ctx = CallContext(new_event_id(), model)
         token = _current.set(ctx)

@@ -13,7 +13,9 @@ Defaults and why:
   S3 sink: 10 MB/300 s);
 - 64 MiB memory cap for buffered plus in-flight records;
 - bodies kept up to 256 KiB each; headers from a short allowlist;
-- slow exchanges (>= 1 s) and errors kept whatever the sample rate.
+- slow exchanges (>= 1 s) and errors kept whatever the sample rate;
+- full-traffic profiles off (``capture.traffic`` says what they cost), and
+  written every 300 s when on.
 """
 
 from __future__ import annotations
@@ -126,6 +128,10 @@ class CaptureSettings:
     map_item_id: str | None = None
     map_scores: str | None = None
     lookups_max_bytes: int = 64 * 1024
+    # Full-traffic profiles (capture.traffic): off by default, it costs background CPU.
+    profile_all: bool = False
+    profile_max_age_s: float = 300.0
+    profile_max_queue_bytes: int = 32 * 1024 * 1024
 
     def __post_init__(self) -> None:
         # Build each part once so a bad value fails here, naming the setting.
@@ -137,6 +143,14 @@ class CaptureSettings:
         self.extractor()
         if self.spool_max_bytes < 1:
             raise ConfigError(f"spool_max_bytes must be >= 1, got {self.spool_max_bytes}")
+        if not self.profile_max_age_s > 0:
+            raise ConfigError(
+                f"MODELTAP_PROFILE_MAX_AGE_S must be > 0, got {self.profile_max_age_s}"
+            )
+        if self.profile_max_queue_bytes < 1:
+            raise ConfigError(
+                f"MODELTAP_PROFILE_MAX_QUEUE_BYTES must be >= 1, got {self.profile_max_queue_bytes}"
+            )
 
     @classmethod
     def from_env(

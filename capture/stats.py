@@ -46,6 +46,10 @@ COUNTERS = (
     "replayed_batches",
     "redactions",
     "parse_errors",
+    "profiled",
+    "profile_dropped",
+    "profiles_written",
+    "profile_write_failures",
 )
 LABELED = ("dropped", "flushes")
 DROP_REASONS = (

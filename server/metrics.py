@@ -59,6 +59,10 @@ COUNTERS = {
     "replayed_records": ("replayed_records", "Records replayed from the spool to the sink"),
     "parse_errors": ("parse_errors", "Records kept raw because no adapter understood them"),
     "redactions": ("redactions", "Values removed or hashed by redaction"),
+    "profiled": ("profiled", "Exchanges added to full-traffic profiles"),
+    "profile_dropped": ("profile_dropped", "Exchanges left out of full-traffic profiles"),
+    "profiles_written": ("profiles_written", "Full-traffic profile objects written"),
+    "profile_write_failures": ("profile_write_failures", "Failed profile write attempts"),
 }
 GAUGES = {
     "buffer_records": ("buffer_records", "Records in memory (buffered or in flight)"),

@@ -17,16 +17,20 @@ cannot multiply memory.
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
 from capture.profile import KLL_K, DatasetProfile, canonical
-from monitor_job.readers import ObjectRef, flatten, read_records
+from monitor_job.locations import open_location
+from monitor_job.readers import InputError, ObjectRef, flatten, read_records
+from monitor_job.sagemaker import parse_time
 
 BATCH_ROWS = 4096
 MAX_SEGMENT_VALUES = 20
@@ -44,6 +48,8 @@ class Partial:
     records_without_rows: int = 0
     parse_errors: int = 0
     bad_lines: int = 0
+    traffic_profiles: int = 0  # full-traffic profile objects used
+    profiled_hours: int = 0  # hours whose distributions come from them
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -62,6 +68,8 @@ class Partial:
         self.records_without_rows += other.records_without_rows
         self.parse_errors += other.parse_errors
         self.bad_lines += other.bad_lines
+        self.traffic_profiles += other.traffic_profiles
+        self.profiled_hours += other.profiled_hours
         self.problems.extend(other.problems[: max(0, MAX_PROBLEMS - len(self.problems))])
 
     def counts(self) -> dict[str, Any]:
@@ -72,6 +80,8 @@ class Partial:
             "records_without_rows": self.records_without_rows,
             "parse_errors": self.parse_errors,
             "bad_lines": self.bad_lines,
+            "traffic_profiles": self.traffic_profiles,
+            "profiled_hours": self.profiled_hours,
             "problems": self.problems,
         }
 
@@ -96,9 +106,9 @@ class _Segmenter:
         self.columns = [VERSION_COLUMN, *[c for c in columns if c != VERSION_COLUMN]]
         self.seen: dict[str, set[str]] = {c: set() for c in self.columns}
 
-    def keys(self, row: dict[str, Any]) -> list[str]:
+    def keys(self, row: dict[str, Any], *, custom_only: bool = False) -> list[str]:
         out = []
-        for col in self.columns:
+        for col in self.columns[1:] if custom_only else self.columns:
             key = canonical(row.get(col))
             if key is None:
                 continue
@@ -130,11 +140,32 @@ def profile_object(
     segments: Sequence[str] = (),
     csv_columns: Sequence[str] | None = None,
     kll_k: int = KLL_K,
+    profiled_hours: Sequence[int] = (),
 ) -> bytes:
-    """One object's ``Partial`` as bytes (the unit of work of a Dask task)."""
+    """One object's ``Partial`` as bytes (the unit of work of a Dask task).
+
+    Records of ``profiled_hours`` (epoch // 3600) are counted and feed the
+    configured segments only: full-traffic profiles give those hours' whole
+    and per-version profiles.
+    """
     part = Partial(objects=1)
     part.profiles[""] = DatasetProfile(kll_k=kll_k)
     segmenter = _Segmenter(segments)
+    hours = frozenset(profiled_hours)
+    custom = len(segmenter.columns) > 1
+    held: list[dict[str, Any]] = []  # rows of profiled hours, for the custom segments
+
+    def segment_only(rows: list[dict[str, Any]]) -> None:
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            for key in segmenter.keys(row, custom_only=True):
+                groups.setdefault(key, []).append(row)
+        for key, group in groups.items():
+            prof = part.profiles.get(key)
+            if prof is None:
+                prof = part.profiles[key] = DatasetProfile(kll_k=kll_k)
+            prof.update_rows(group)
+        rows.clear()
 
     def rows() -> Iterator[dict[str, Any]]:
         for record in read_records(ref, start, end, csv_columns=csv_columns, stats=part):
@@ -145,6 +176,12 @@ def profile_object(
             flat = flatten(record)
             if not flat:
                 part.records_without_rows += 1
+            if hours and _hour_of(record) in hours:
+                if custom:
+                    held.extend(flat)
+                    if len(held) >= BATCH_ROWS:
+                        segment_only(held)
+                continue
             yield from flat
 
     for batch in _batches(rows(), BATCH_ROWS):
@@ -158,7 +195,13 @@ def profile_object(
             if prof is None:
                 prof = part.profiles[key] = DatasetProfile(kll_k=kll_k)
             prof.update_rows(group)
+    segment_only(held)
     return part.to_bytes()
+
+
+def _hour_of(record: dict[str, Any]) -> int | None:
+    t = parse_time(record.get("time"))
+    return None if t is None else int(t // 3600)
 
 
 def profile_window(
@@ -172,13 +215,24 @@ def profile_window(
     progress: bool | None = None,
     label: str = "objects",
 ) -> Partial:
-    """Profiles of every row of ``refs`` within [start, end), merged."""
+    """Profiles of every row of ``refs`` within [start, end), merged.
+
+    Hours with full-traffic profiles (``capture.traffic``) take the whole and
+    per-version profiles from them; their sampled records still give the
+    counts and the configured segments. See ``traffic_partial``.
+    """
     total = Partial()
     total.profiles[""] = DatasetProfile()
     records = [r for r in refs if r.kind == "records"]
+    traffic, hours = traffic_partial([r for r in refs if r.kind == "profile"], start, end)
+    total.merge(traffic)
     if progress is None:
         progress = sys.stderr.isatty()
-    kwargs: dict[str, Any] = {"segments": list(segments), "csv_columns": csv_columns}
+    kwargs: dict[str, Any] = {
+        "segments": list(segments),
+        "csv_columns": csv_columns,
+        "profiled_hours": sorted(hours),
+    }
     if dask:
         results: Iterable[bytes] = _on_dask(dask, records, start, end, kwargs)
     else:
@@ -190,6 +244,79 @@ def profile_window(
     for data in results:
         total.merge(Partial.from_bytes(data))
     return total
+
+
+_PARTITION_HOUR = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
+
+
+def traffic_partial(
+    refs: Sequence[ObjectRef], start: datetime | None, end: datetime | None
+) -> tuple[Partial, set[int]]:
+    """The full-traffic profiles of the window, merged, and the hours they cover.
+
+    An hour (epoch // 3600) is covered when it has profiles and every one of
+    them lies inside [start, end) and reads cleanly. An hour with a profile
+    that straddles the window's edge, or that cannot be read (named in
+    ``problems``), is left to the sampled records instead, so a window never
+    mixes the two for the same hour. Every process of a model must run with
+    ``MODELTAP_PROFILE_ALL`` on: records of a process without it are not
+    added to a covered hour.
+    """
+    lo = start.timestamp() if start is not None else -math.inf
+    hi = end.timestamp() if end is not None else math.inf
+    part = Partial()
+    by_hour: dict[int, list[DatasetProfile]] = {}
+    refused: set[int] = set()
+    for ref in refs:
+        try:
+            prof, first, last = _read_traffic_profile(ref)
+        except InputError as exc:
+            hour = _key_hour(ref.key)
+            if hour is not None:
+                refused.add(hour)
+            part.problems.append(f"{exc}; that hour is profiled from the sampled records")
+            continue
+        if last < lo or first >= hi:
+            continue  # wholly outside the window
+        hour = int(first // 3600)
+        if first < lo or last >= hi:
+            refused.add(hour)
+            continue
+        by_hour.setdefault(hour, []).append(prof)
+    covered = set(by_hour) - refused
+    for hour in sorted(covered):
+        part.profiled_hours += 1
+        for prof in by_hour[hour]:
+            part.traffic_profiles += 1
+            version = canonical(prof.meta.get("version"))
+            piece = Partial(profiles={"": prof})
+            if version is not None:
+                piece.profiles[f"{VERSION_COLUMN}={version}"] = DatasetProfile.from_bytes(
+                    prof.to_bytes()
+                )
+            part.merge(piece)
+    return part, covered
+
+
+def _read_traffic_profile(ref: ObjectRef) -> tuple[DatasetProfile, float, float]:
+    with open_location(ref.location).open(ref.key) as fh:
+        data = fh.read()
+    try:
+        prof = DatasetProfile.from_bytes(data)
+    except ValueError as exc:
+        raise InputError(f"{ref.name}: not a readable profile: {exc}") from None
+    first, last = parse_time(prof.meta.get("start")), parse_time(prof.meta.get("end"))
+    if first is None or last is None:
+        raise InputError(f"{ref.name}: profile without its start and end times")
+    return prof, first, last
+
+
+def _key_hour(key: str) -> int | None:
+    m = _PARTITION_HOUR.search(key)
+    if m is None:
+        return None
+    day = datetime.strptime(m.group(1), "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    return int(day.timestamp() // 3600) + int(m.group(2))
 
 
 def _on_dask(

@@ -63,13 +63,16 @@ def write_captures(
     model: str = "m",
     to_body: Callable[[Instance], dict[str, Any]] | None = None,
     version: str = "1",
+    **capture: Any,
 ) -> None:
-    """One exchange per instance, spread evenly over ``seconds`` from ``start``."""
+    """One exchange per instance, spread evenly over ``seconds`` from ``start``;
+    ``capture`` overrides capture settings (``sample_rate``, ``profile_all``, ...)."""
     body = to_body or (lambda inst: {"instances": [inst]})
     t0 = start.timestamp()
     step = seconds / max(1, len(instances))
     clock = ManualClock(t0)  # objects land in the partitions of their records' times
-    with Capturer(sink=str(sink), model=model, clock=clock, flush_max_records=1000) as cap:
+    options: dict[str, Any] = {"flush_max_records": 1000, **capture}
+    with Capturer(sink=str(sink), model=model, clock=clock, **options) as cap:
         for i, inst in enumerate(instances):
             clock.advance(t0 + i * step - clock.time())
             req = orjson.dumps(body(inst))

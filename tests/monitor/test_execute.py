@@ -1,0 +1,128 @@
+"""Profiling a window: full-traffic profiles from the capture, and Dask.
+
+Captures are written by the real Capturer (sampled, with
+``profile_all``); the monitor runs end to end on them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from capture.traffic import PROFILE_SUFFIX
+from monitor_job.cli import main
+from monitor_job.execute import profile_window
+from monitor_job.readers import list_captures, read_records
+from tests.monitor.scenario import normal_instances, training_csv, write_captures
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+N = 3000  # exchanges over 10:00 .. 13:00, one row each
+
+
+@pytest.fixture(scope="module")
+def baseline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("baseline")
+    out = root / "baseline"
+    data = str(training_csv(root / "t.csv"))
+    assert main(["baseline", "--data", data, "--out", str(out), "--label", "label"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10% of the rows as records, all of them in hourly traffic profiles."""
+    caps = tmp_path_factory.mktemp("captures")
+    write_captures(
+        caps, normal_instances(N, seed=5), T0, 3 * 3600, sample_rate=0.1, profile_all=True
+    )
+    return caps
+
+
+def run(caps: Path, baseline: Path, out: Path, start: str, end: str, *extra: str) -> int:
+    args = ["run", "--captures", str(caps), "--baseline", str(baseline), "--out", str(out)]
+    return main([*args, "--start", start, "--end", end, "--no-previous", *extra])
+
+
+def stats_of(out: Path) -> dict[str, Any]:
+    return dict(orjson.loads((out / "statistics.json").read_bytes()))
+
+
+def test_profiled_hours_count_all_traffic_not_the_sample(
+    sampled: Path, baseline_dir: Path, tmp_path: Path
+) -> None:
+    assert len(list(sampled.rglob("*" + PROFILE_SUFFIX))) >= 3
+    code = run(sampled, baseline_dir, tmp_path, "2026-11-20T10:00:00Z", "2026-11-20T13:00:00Z")
+    stats = stats_of(tmp_path)
+    summary = stats["modeltap"]["summary"]
+    assert stats["dataset"]["item_count"] == N  # every exchange, not ~300
+    assert summary["profiled_hours"] == 3 and summary["traffic_profiles"] >= 3
+    assert 150 < summary["records"] < 450  # the sampled records were still read
+    violations = orjson.loads((tmp_path / "constraint_violations.json").read_bytes())
+    assert violations["violations"] == []  # same distribution as the training data
+    assert code == 0
+
+
+def test_an_hour_cut_by_the_window_falls_back_to_its_records(
+    sampled: Path, baseline_dir: Path, tmp_path: Path
+) -> None:
+    start, end = T0 + timedelta(minutes=30), T0 + timedelta(hours=3)
+    run(sampled, baseline_dir, tmp_path, start.isoformat(), end.isoformat())
+    refs = list_captures(str(sampled), start, T0 + timedelta(hours=1))
+    records_10_30 = sum(
+        1
+        for r in refs
+        if r.kind == "records"
+        for _ in read_records(r, start, T0 + timedelta(hours=1))
+    )
+    stats = stats_of(tmp_path)
+    assert stats["modeltap"]["summary"]["profiled_hours"] == 2
+    # hours 11 and 12 from the profiles (exactly 2,000), 10:30-11:00 from sampled records
+    assert stats["dataset"]["item_count"] == 2 * N // 3 + records_10_30
+    assert records_10_30 > 0
+
+
+def test_a_corrupt_profile_is_named_and_its_hour_uses_the_records(
+    sampled: Path, baseline_dir: Path, tmp_path: Path
+) -> None:
+    caps = tmp_path / "caps"
+    import shutil
+
+    shutil.copytree(sampled, caps)
+    victim = sorted(caps.rglob("*" + PROFILE_SUFFIX))[0]
+    victim.write_bytes(b'{"format": 1, "rows": 3, "columns": {"x": "garbage"}}')
+    out = tmp_path / "out"
+    run(caps, baseline_dir, out, "2026-11-20T10:00:00Z", "2026-11-20T13:00:00Z")
+    summary = stats_of(out)["modeltap"]["summary"]
+    assert summary["profiled_hours"] == 2
+    assert any(victim.name in p and "sampled records" in p for p in summary["problems"])
+    assert N * 2 // 3 < stats_of(out)["dataset"]["item_count"] < N
+
+
+def test_dask_local_cluster_gives_the_in_process_statistics(tmp_path: Path) -> None:
+    caps = tmp_path / "caps"
+    write_captures(caps, normal_instances(4000, seed=8), T0, 4 * 3600, flush_max_records=250)
+    refs = list_captures(str(caps), T0, T0 + timedelta(hours=4))
+    assert len(refs) >= 8
+    here = profile_window(refs, T0, T0 + timedelta(hours=4), progress=False)
+    there = profile_window(refs, T0, T0 + timedelta(hours=4), dask="local", progress=False)
+    assert there.counts() == here.counts()
+    a, b = here.whole, there.whole
+    assert a.rows == b.rows == 4000 and set(a.columns) == set(b.columns)
+    for name, col in a.columns.items():
+        other = b.columns[name]
+        assert (col.count, col.nulls, dict(col.types)) == (
+            other.count,
+            other.nulls,
+            dict(other.types),
+        )
+        if col.numeric_count:
+            assert other.mean == pytest.approx(col.mean, rel=1e-12)
+            assert (other.min, other.max) == (col.min, col.max)
+        if col.inferred_type() == "Fractional":
+            # KLL merges in a different order: quantiles agree within the sketch's rank error
+            assert other.cdf(col.quantiles([0.5])) == pytest.approx([0.5], abs=0.02)
+        if col.inferred_type() == "String":
+            assert dict(other.top(5)) == dict(col.top(5))

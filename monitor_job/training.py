@@ -35,6 +35,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,9 @@ def read_training(path: str, batch_rows: int = 65536) -> Iterator[Batch]:
     """Columnar batches of at most ``batch_rows`` rows from a training file or directory."""
     if batch_rows < 1:
         raise ValueError(f"batch_rows must be >= 1, got {batch_rows}")
+    if path.startswith("s3://"):
+        yield from _s3_training(path, batch_rows)
+        return
     root = Path(path).expanduser()
     if root.is_dir():
         files = sorted(
@@ -104,6 +108,34 @@ def read_training(path: str, batch_rows: int = 65536) -> Iterator[Batch]:
             yield batch
         if rows == 0:
             raise InputError(f"{file}: no data rows")
+
+
+def _s3_training(url: str, batch_rows: int) -> Iterator[Batch]:
+    """One training object on S3 (``s3://bucket/key.csv``), read through a
+    temporary local copy: Parquet needs random access, and a training file is
+    read once per baseline. A prefix is not listed: name the object."""
+    import tempfile
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from monitor_job.locations import ENDPOINT_ENV, s3_client, s3_problem
+
+    bucket, _, key = url.removeprefix("s3://").partition("/")
+    name = key.rsplit("/", 1)[-1]
+    if not bucket or not key or _format(Path(name)) is None:
+        raise InputError(
+            f"{url}: name one training object ({', '.join(FORMATS)}), e.g. s3://bucket/train.csv"
+        )
+    with tempfile.TemporaryDirectory(prefix="modeltap-training-") as tmp:
+        local = Path(tmp) / name
+        try:
+            s3_client(os.environ.get(ENDPOINT_ENV) or None).download_file(bucket, key, str(local))
+        except (ClientError, BotoCoreError) as exc:
+            raise InputError(f"{url}: {s3_problem(exc)}") from exc
+        try:
+            yield from read_training(str(local), batch_rows)
+        except InputError as exc:  # name the object, not the temporary copy
+            raise InputError(str(exc).replace(str(local), url)) from None
 
 
 # -- Arrow (CSV, Parquet) ---------------------------------------------------------

@@ -55,7 +55,7 @@ def normal_instances(
 
 
 def write_captures(
-    sink: Path,
+    sink: Path | str,
     instances: list[Instance],
     start: datetime,
     seconds: float,

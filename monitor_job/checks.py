@@ -18,7 +18,8 @@ Checks (SageMaker's six, then ours):
   over the baseline's top categories + OTHER, above its threshold and above
   the two-sample noise floor, with at least ``min_rows`` values on the
   window's side; PSI and JS are reported beside KS, never alarmed on alone.
-  ID-like columns instead alarm when one value takes a share no id should.
+  ID-like columns instead alarm when one value takes a share no id should,
+  or when the distinct share halves (ids no longer unique).
 - ``categorical_values_check``: more than ``domain_content_threshold`` of
   the present values are outside the categorical domain.
 - ``numeric_range_check``: more than ``range_threshold`` of the values lie
@@ -218,6 +219,18 @@ def _id_check(ctx: _Ctx, name: str, base: ColumnProfile, cur: ColumnProfile) -> 
             "baseline_drift_check",
             f"id-like column: {value!r:.40} is {share:.1%} of {present} values "
             f"(baseline's most frequent value: {base_share:.2%})",
+        )
+        return
+    # Distinct count: ids that stop being (nearly) unique, e.g. a handful of
+    # test accounts replaying. HLL's error (~2%) is far inside the factor 2.
+    ratio = min(1.0, cur.distinct() / present)
+    base_ratio = min(1.0, base.distinct() / max(1, _present(base)))
+    if ratio < 0.5 * base_ratio:
+        ctx.violate(
+            name,
+            "baseline_drift_check",
+            f"id-like column: {ratio:.1%} of {present} values are distinct "
+            f"(baseline: {base_ratio:.1%})",
         )
 
 

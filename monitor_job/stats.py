@@ -33,8 +33,9 @@ change it):
   categories the no-drift noise is large: facts.md measured 0.15 on a Zipf
   column), no domain.
 - ``id_like``: String or Integral with distinct/present > ``ID_RATIO``
-  (user ids, request ids): no distribution alarm at all, only a check that
-  no single value took over (a stuck default id).
+  (user ids, request ids): no distribution alarm at all, only checks that
+  no single value took over (a stuck default id) and that the distinct share
+  did not halve (a few ids replaying).
 """
 
 from __future__ import annotations

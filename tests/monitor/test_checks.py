@@ -29,6 +29,7 @@ def frame(n: int, seed: int) -> Columns:
             np.array(["web", "ios", "android"], dtype=object), n, p=[0.5, 0.3, 0.2]
         ),
         "region": rng.choice(np.array(["eu", "us", "apac"], dtype=object), n),
+        "user_id": rng.integers(0, 10**12, n),  # id-like: no distribution alarms
     }
 
 
@@ -94,6 +95,14 @@ CHANGES: dict[str, tuple[Callable[[Columns], None], set[tuple[str, str]]]] = {
         _new_category,
         # 15% outside the domain, and OTHER's share moves by 0.15 (L-infinity > 0.1)
         {("channel", "categorical_values_check"), ("channel", "baseline_drift_check")},
+    ),
+    "stuck id": (
+        lambda c: c["user_id"].__setitem__(slice(0, len(c["user_id"]) // 4), 0),
+        {("user_id", "baseline_drift_check")},
+    ),
+    "few ids": (
+        lambda c: c.__setitem__("user_id", c["user_id"] % 500),
+        {("user_id", "baseline_drift_check")},
     ),
     "unit change": (
         lambda c: c.__setitem__("amount", c["amount"] * 100),  # dollars -> cents

@@ -1,0 +1,31 @@
+"""The README's first command (`./dev demo` = `python -m capture.demo`) works
+from a clean directory: captures land, the monitor finds the planted drift."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def test_demo_captures_then_the_monitor_finds_the_planted_drift(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "capture.demo", "--requests", "800"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "offered 800, kept 800" in done.stdout
+    assert len(list((tmp_path / "captures").rglob("*.jsonl.gz"))) >= 2
+    violations = orjson.loads(
+        (tmp_path / "monitor-demo" / "report" / "constraint_violations.json").read_bytes()
+    )["violations"]
+    assert ("f0", "baseline_drift_check") in {
+        (v["feature_name"], v["constraint_check_type"]) for v in violations
+    }
+    assert {v["feature_name"] for v in violations} == {"f0"}
+    assert (tmp_path / "monitor-demo" / "report" / "report.html").stat().st_size > 1000

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from capture.payloads.csv_body import parse_cell
 from capture.rows import spread
 from monitor_job.locations import InputError, iter_lines
 
@@ -141,19 +142,6 @@ def _s3_training(url: str, batch_rows: int) -> Iterator[Batch]:
 # -- Arrow (CSV, Parquet) ---------------------------------------------------------
 
 
-def _number(text: str) -> Any:
-    if "_" in text:  # Python's int() reads 1_000; a CSV cell with one is text
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
 def _values(arr: Any, cells: bool = False) -> np.ndarray | list[Any]:
     """One Arrow array as a batch column (see the module docstring)."""
     import pyarrow as pa
@@ -175,7 +163,7 @@ def _values(arr: Any, cells: bool = False) -> np.ndarray | list[Any]:
         return [None if b is None else b.decode("utf-8", "replace") for b in arr.to_pylist()]
     values = arr.to_pylist()
     if cells:
-        return [None if v is None else _number(v) for v in values]
+        return [None if v is None else parse_cell(v) for v in values]
     return list(values)
 
 

@@ -15,7 +15,12 @@ from capture.payloads.base import MAX_ROWS, Extraction, Notes, attach_prediction
 from capture.types import Exchange
 
 
-def _cell(text: str) -> Any:
+def parse_cell(text: str) -> Any:
+    """A CSV cell as int, float or the text itself (shared with the monitor's
+    training reader so both sides type a column alike). ``1_000`` stays text:
+    Python's ``int()`` accepts the underscore, CSV writers never mean it."""
+    if "_" in text:
+        return text
     try:
         return int(text)
     except ValueError:
@@ -27,7 +32,7 @@ def _cell(text: str) -> Any:
 
 
 def _is_numeric(text: str) -> bool:
-    return not isinstance(_cell(text), str) or text.strip() == ""
+    return not isinstance(parse_cell(text), str) or text.strip() == ""
 
 
 def parse_csv(raw: bytes, notes: Notes) -> list[list[str]]:
@@ -61,7 +66,7 @@ class CSVAdapter:
             lines = lines[:MAX_ROWS]
         rows = []
         for line in lines:
-            values = [_cell(c) for c in line]
+            values = [parse_cell(c) for c in line]
             if names is not None and len(names) == len(values):
                 rows.append({"features": dict(zip(names, values, strict=True))})
             else:
@@ -74,7 +79,7 @@ class CSVAdapter:
             attach_predictions(rows, response, notes)
         elif exchange.response_body:
             preds = [
-                _cell(c[0]) if len(c) == 1 else [_cell(x) for x in c]
+                parse_cell(c[0]) if len(c) == 1 else [parse_cell(x) for x in c]
                 for c in parse_csv(exchange.response_body, notes)
             ]
             attach_predictions(rows, preds, notes)

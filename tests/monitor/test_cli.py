@@ -30,6 +30,12 @@ def baseline_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def run_cli(captures: Any, baseline: Any, out: Any, *extra: str) -> int:
+    """``modeltap-monitor run`` in-process, outputs to ``out``."""
+    args = ["--captures", str(captures), "--baseline", str(baseline), "--out", str(out)]
+    return main(["run", *args, *extra])
+
+
 def _violations(out: Path) -> list[dict[str, Any]]:
     doc = orjson.loads((out / "constraint_violations.json").read_bytes())
     return list(doc["violations"])
@@ -65,19 +71,7 @@ def test_clean_window_exits_0(baseline_dir: Path, tmp_path: Path) -> None:
     caps = tmp_path / "captures"
     write_captures(caps, normal_instances(3000, seed=2), T0, 3600)
     out = tmp_path / "out"
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(caps),
-            "--baseline",
-            str(baseline_dir),
-            "--out",
-            str(out),
-            "--no-previous",
-            *WINDOW,
-        ]
-    )
+    code = run_cli(caps, baseline_dir, out, "--no-previous", *WINDOW)
     assert _violations(out) == []
     assert code == 0
     stats = orjson.loads((out / "statistics.json").read_bytes())
@@ -98,19 +92,7 @@ def test_drifted_window_exits_1_with_each_check(baseline_dir: Path, tmp_path: Pa
         to_body=lambda i: {"instances": [{"f0": i[0], "f1": i[1], "extra": 1}]},
     )
     out = tmp_path / "out"
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(caps),
-            "--baseline",
-            str(baseline_dir),
-            "--out",
-            str(out),
-            "--no-previous",
-            *WINDOW,
-        ]
-    )
+    code = run_cli(caps, baseline_dir, out, "--no-previous", *WINDOW)
     found = _checks(_violations(out))
     assert ("f0", "baseline_drift_check") in found
     assert ("f1", "categorical_values_check") in found
@@ -124,19 +106,7 @@ def test_small_window_does_not_alarm_on_drift(baseline_dir: Path, tmp_path: Path
     caps = tmp_path / "captures"
     write_captures(caps, normal_instances(60, seed=4, shift=0.3), T0, 3600)
     out = tmp_path / "out"
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(caps),
-            "--baseline",
-            str(baseline_dir),
-            "--out",
-            str(out),
-            "--no-previous",
-            *WINDOW,
-        ]
-    )
+    code = run_cli(caps, baseline_dir, out, "--no-previous", *WINDOW)
     assert code == 0
     stats = orjson.loads((out / "statistics.json").read_bytes())
     assert any("min_rows" in n for n in stats["modeltap"]["summary"]["notes"])
@@ -146,19 +116,7 @@ def test_empty_window_is_a_volume_violation(baseline_dir: Path, tmp_path: Path) 
     caps = tmp_path / "captures"
     caps.mkdir()
     out = tmp_path / "out"
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(caps),
-            "--baseline",
-            str(baseline_dir),
-            "--out",
-            str(out),
-            "--no-previous",
-            *WINDOW,
-        ]
-    )
+    code = run_cli(caps, baseline_dir, out, "--no-previous", *WINDOW)
     assert code == 1
     assert ("(dataset)", "volume_check") in _checks(_violations(out))
 
@@ -171,18 +129,7 @@ def test_previous_window_and_records_outside_the_window(baseline_dir: Path, tmp_
     later = datetime(2026, 11, 20, 11, 0, tzinfo=timezone.utc)
     write_captures(caps, normal_instances(700, seed=7, shift=3.0), later, 3600)
     out = tmp_path / "out"
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(caps),
-            "--baseline",
-            str(baseline_dir),
-            "--out",
-            str(out),
-            *WINDOW,
-        ]
-    )
+    code = run_cli(caps, baseline_dir, out, *WINDOW)
     stats = orjson.loads((out / "statistics.json").read_bytes())
     summary = stats["modeltap"]["summary"]
     assert summary["rows"] == 400 and summary["previous_rows"] == 2000
@@ -199,19 +146,7 @@ def test_segments_by_model_version(baseline_dir: Path, tmp_path: Path) -> None:
     half = datetime(2026, 11, 20, 10, 30, tzinfo=timezone.utc)
     write_captures(caps, normal_instances(1500, seed=9, shift=1.5), half, 1800, version="2")
     out = tmp_path / "out"
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(caps),
-            "--baseline",
-            str(baseline_dir),
-            "--out",
-            str(out),
-            "--no-previous",
-            *WINDOW,
-        ]
-    )
+    code = run_cli(caps, baseline_dir, out, "--no-previous", *WINDOW)
     assert code == 1
     seg = [v for v in _violations(out) if v.get("segment")]
     assert {v["segment"] for v in seg if v["feature_name"] == "f0"} == {"model.version=2"}
@@ -230,22 +165,7 @@ def test_report_lists_violations(baseline_dir: Path, tmp_path: Path) -> None:
     caps = tmp_path / "captures"
     write_captures(caps, normal_instances(2000, seed=10, shift=1.0), T0, 3600)
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "run",
-                "--captures",
-                str(caps),
-                "--baseline",
-                str(baseline_dir),
-                "--out",
-                str(out),
-                "--no-previous",
-                *WINDOW,
-            ]
-        )
-        == 1
-    )
+    assert run_cli(caps, baseline_dir, out, "--no-previous", *WINDOW) == 1
     parser = _Text()
     parser.feed((out / "report.html").read_text())
     text = " ".join(parser.text)
@@ -289,18 +209,7 @@ def test_corrupt_constraints_exit_2(baseline_dir: Path, tmp_path: Path) -> None:
     )
     (bad / "constraints.json").write_text("{not json")
     (tmp_path / "caps").mkdir()
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(tmp_path / "caps"),
-            "--baseline",
-            str(bad),
-            "--out",
-            str(tmp_path / "out"),
-            *WINDOW,
-        ]
-    )
+    code = run_cli(tmp_path / "caps", bad, tmp_path / "out", *WINDOW)
     assert code == 2
 
 
@@ -309,18 +218,7 @@ def test_corrupt_profile_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[s
     bad.mkdir()
     (bad / "baseline_profile.json").write_bytes(b"\x00garbage")
     (tmp_path / "caps").mkdir()
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(tmp_path / "caps"),
-            "--baseline",
-            str(bad),
-            "--out",
-            str(tmp_path / "out"),
-            *WINDOW,
-        ]
-    )
+    code = run_cli(tmp_path / "caps", bad, tmp_path / "out", *WINDOW)
     assert code == 2
     assert "baseline_profile.json" in capsys.readouterr().err
 

@@ -49,6 +49,7 @@ from capture.clock import SystemClock
 from capture.encoding import dumps
 from capture.errors import ConfigError, SinkError, SpoolError
 from capture.keys import KeyNamer
+from capture.labels import LABEL_KIND
 from capture.stats import CaptureStats
 from capture.types import Clock, Sink
 
@@ -321,7 +322,13 @@ class CaptureBuffer:
             self._uploads.submit(self._deliver, batch, encoded)
 
     def _encode(self, batch: _Batch) -> list[_Encoded]:
-        groups: dict[str, _GzipLines] = {}
+        """One gzip JSONL object per (kind, model) of the batch's records.
+
+        Capture records go under ``{model}/``; ground-truth labels
+        (``kind: "ground_truth"``, see ``capture.labels``) under
+        ``ground_truth/{model}/``. Any other ``kind`` is an ordinary record.
+        """
+        groups: dict[tuple[str | None, str], _GzipLines] = {}
         failed = 0
         for item in batch.items:
             try:
@@ -330,24 +337,27 @@ class CaptureBuffer:
                     continue
                 model = record.get("model")
                 name = model.get("name") if isinstance(model, dict) else None
+                kind = record.get("kind")
                 line = dumps(record)
             except Exception:
                 log.exception("a record could not be built or encoded; dropped")
                 failed += 1
                 continue
-            name = str(name or self.namer.model)
-            group = groups.get(name)
+            group_key = (LABEL_KIND if kind == LABEL_KIND else None, str(name or self.namer.model))
+            group = groups.get(group_key)
             if group is None:
-                group = groups[name] = _GzipLines(self.config.gzip_level)
+                group = groups[group_key] = _GzipLines(self.config.gzip_level)
             group.add(line)
         if failed:
             self.stats.drop("encode_error", failed)
         out: list[_Encoded] = []
-        for model, group in groups.items():
+        for (kind, model), group in groups.items():
             try:
-                key = self.namer.key(batch.first_time, model=model)
+                key = self.namer.key(batch.first_time, model=model, kind=kind)
             except ConfigError:
-                log.warning("unsafe model name in records; written under %r", self.namer.model)
+                log.warning(
+                    "unsafe model name or kind in records; written under %r", self.namer.model
+                )
                 key = self.namer.key(batch.first_time)
             out.append(_Encoded(key, group.finish(), group.count))
         return out

@@ -26,6 +26,7 @@ from capture.buffer import CaptureBuffer
 from capture.clock import SystemClock
 from capture.decorator import Call, call_record, decorate
 from capture.keys import KeyNamer
+from capture.labels import LABEL_KIND, LabelBatch, parse_labels
 from capture.record import build_record
 from capture.settings import CaptureSettings
 from capture.sinks import sink_from_url
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from capture.traffic import TrafficProfiles
 
 log = logging.getLogger(__name__)
+
+_LABEL_BYTES = 400  # in-memory size of a label record, for the buffer's byte cap
 
 
 class _Kept(NamedTuple):
@@ -180,6 +183,27 @@ class Capturer:
             log.exception("capture offer failed")
             return False
 
+    def ingest_labels(
+        self, body: bytes, *, model: str | None = None, source: str = "api"
+    ) -> LabelBatch:
+        """Parse a posted batch of ground-truth labels and queue the valid ones.
+
+        Labels are written through the same buffer, spool and sink as the
+        records, under ``ground_truth/{model}/dt=…/hour=…/`` (see
+        ``capture.labels``). Never raises on the body's content; the batch
+        says what was accepted, rejected (and why) and dropped (buffer full).
+        """
+        batch = parse_labels(
+            body, model=model or self.settings.model, now=self.clock.time(), source=source
+        )
+        self.stats.add("labels_rejected", batch.rejected)
+        for record in batch.records:
+            self.stats.offered(kept=True)
+            if not self.buffer.offer(record, _LABEL_BYTES + len(str(record["label"]))):
+                batch.dropped += 1
+        self.stats.add("labels_accepted", len(batch.records))
+        return batch
+
     # -- background ---------------------------------------------------------
 
     def profile_call(self, call: Call) -> None:
@@ -227,6 +251,8 @@ class Capturer:
         return self._build(item, count=False)
 
     def _process(self, item: Any) -> dict[str, Any] | None:
+        if type(item) is dict and item.get("kind") == LABEL_KIND:
+            return item  # a label: no features to profile or redact
         record, t = self._build(item, count=True)
         if self.traffic is not None:
             self.traffic.add(record, t)

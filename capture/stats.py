@@ -12,6 +12,11 @@ spool_records + sum(dropped)`` (records written directly or from the spool,
 still in the spool, or dropped with a reason), counting only this process's
 records (a spool left by a previous process adds its own).
 
+Ground-truth labels (``Capturer.ingest_labels``) travel through the same
+buffer, so each accepted label counts as offered and kept too (and then as
+written, spooled or dropped like any record); ``labels_accepted`` and
+``labels_rejected`` count them apart.
+
 Drop reasons:
 
 - ``buffer_full``: the in-memory cap was reached (drop newest).
@@ -50,6 +55,8 @@ COUNTERS = (
     "profile_dropped",
     "profiles_written",
     "profile_write_failures",
+    "labels_accepted",
+    "labels_rejected",
 )
 LABELED = ("dropped", "flushes")
 DROP_REASONS = (

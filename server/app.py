@@ -1,7 +1,7 @@
 """``create_app(settings)``: the proxy as one ASGI app.
 
 Requests under ``/_modeltap/`` go to a small FastAPI app (``healthz``,
-``readyz``, ``metrics``, ``flush``); everything else goes to the forwarder.
+``readyz``, ``metrics``, ``flush``, ``ground-truth``); everything else goes to the forwarder.
 The lifespan owns the upstream pool (``server.upstream``), the capturer and its threads: it
 checks the sink is writable before the first request (a clear startup error
 otherwise), and on shutdown (uvicorn finishes in-flight requests first)
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/_modeltap/"
 MAX_HEADER_BYTES = 1 << 20
+MAX_LABEL_BODY_BYTES = 16 << 20  # one posted label batch (~150k labels)
 
 
 class ProxyApp:
@@ -194,6 +195,40 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
             return JSONResponse({"error": "not started"}, 503)
         done = await asyncio.to_thread(capturer.flush, proxy.settings.shutdown_timeout_s)
         return JSONResponse({"flushed": done}, 200 if done else 504)
+
+    @app.post(ADMIN_PREFIX + "ground-truth")
+    async def ground_truth(request: Request, model: str | None = None) -> JSONResponse:
+        """Post ground-truth labels (bearer token ``MODELTAP_ADMIN_TOKEN``).
+
+        Body: JSON (an object, an array or ``{"labels": [...]}``) or JSONL of
+        ``{"event_id", "label", ["item_id"], ["time"], ["model"]}``, or
+        SageMaker ground-truth lines; ``?model=`` names the model for entries
+        without one (default ``MODELTAP_MODEL``). 200 with the counts when
+        any label was accepted, 400 when none was, 413 over
+        ``MAX_LABEL_BODY_BYTES``, 503 when the capture buffer could not take
+        them all (resend the batch: a repeated label replaces the first).
+        """
+        denied = _authorize(proxy.settings.admin_token, request.headers.get("authorization"))
+        if denied is not None:
+            return denied
+        capturer = proxy.capturer
+        if capturer is None:
+            return JSONResponse({"error": "not started"}, 503)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_LABEL_BODY_BYTES:
+                return JSONResponse(
+                    {"error": f"body over {MAX_LABEL_BODY_BYTES} bytes: split the batch"}, 413
+                )
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        batch = await asyncio.to_thread(capturer.ingest_labels, body, model=model)
+        summary = batch.summary()
+        if batch.dropped:
+            return JSONResponse(summary, 503, headers={"Retry-After": "1"})
+        return JSONResponse(summary, 200 if batch.records else 400)
 
     return app
 

@@ -63,6 +63,8 @@ COUNTERS = {
     "profile_dropped": ("profile_dropped", "Exchanges left out of full-traffic profiles"),
     "profiles_written": ("profiles_written", "Full-traffic profile objects written"),
     "profile_write_failures": ("profile_write_failures", "Failed profile write attempts"),
+    "labels_accepted": ("labels_accepted", "Ground-truth labels accepted (then buffered)"),
+    "labels_rejected": ("labels_rejected", "Ground-truth label entries refused as invalid"),
 }
 GAUGES = {
     "buffer_records": ("buffer_records", "Records in memory (buffered or in flight)"),

@@ -26,6 +26,14 @@ Invariants:
 - Empty sides (a column of nulls only, a window without rows) render as
   "no values", and a column that cannot be drawn (values spanning beyond
   float range) says why in place of its plot; neither fails the report.
+
+Model quality (``quality``: the dict ``monitor_job.quality.evaluate``
+returns), between the violations and the columns: the label join's counts,
+the metrics beside the holdout's (rows with a ``model_quality_check``
+violation highlighted), the metrics per model version, a trend chart of the
+task's headline metric (per bucket and cumulative, the holdout as a dashed
+line), the prediction bias and the notes. Any key may be missing or None:
+it renders as a dash.
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +65,43 @@ SIDES = (("baseline", "#4c72b0"), ("current", "#dd8452"), ("previous", "#8c8c8c"
 DRIFT_KEYS = ("ks", "psi", "js", "linf", "unseen_share", "noise_floor", "threshold")
 PLOTTED_KINDS = ("numeric", "categorical")
 DASH = "\u2013"  # shown for a missing figure
+QUALITY_CHECK = "model_quality_check"
+QUALITY_JOIN = (
+    ("labels", "labels"),
+    ("matched", "matched"),
+    ("unmatched_labels", "unmatched"),
+    ("duplicates", "duplicates"),
+    ("wrong_model", "wrong model"),
+    ("invalid", "invalid"),
+    ("labelled_share", "share of predictions labelled"),
+)
+QUALITY_METRICS = {
+    "classification": (
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "roc_auc",
+        "log_loss",
+        "calibration_error",
+        "positive_rate",
+        "label_positive_rate",
+        "mean_score",
+    ),
+    "regression": ("mae", "rmse", "mape", "bias", "mean_prediction", "mean_label"),
+    "ranking": ("ndcg_at_k", "mrr", "hit_rate_at_k"),
+}
+VERSION_METRICS = {
+    "classification": ("accuracy", "precision", "recall", "f1", "roc_auc"),
+    "regression": ("mae", "rmse", "bias"),
+    "ranking": ("ndcg_at_k", "mrr", "hit_rate_at_k"),
+}
+# The metric drawn over time: the first with values, one in the holdout first.
+HEADLINE = {
+    "classification": ("accuracy", "roc_auc"),
+    "regression": ("mae",),
+    "ranking": ("ndcg_at_k",),
+}
 
 _CSS = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;max-width:1200px}
@@ -65,6 +111,7 @@ table{border-collapse:collapse;margin:.4em 0}th,td{border:1px solid #ddd;padding
 text-align:left;vertical-align:top}th{background:#f4f4f4}td.n{text-align:right}
 .over{color:#c62828;font-weight:bold}section.column{border-top:1px solid #ccc;padding:.4em 0}
 section.column.violated h3{color:#c62828}.row{display:flex;gap:1em;flex-wrap:wrap}
+tr.violated th{color:#c62828}
 small{color:#666;font-weight:normal}.key span{display:inline-block;width:1em;height:.7em;
 margin:0 .3em 0 1em}.note{color:#555}
 """
@@ -294,7 +341,9 @@ def _summary(summary: dict[str, Any]) -> str:
     return f'<table class="summary">{"".join(rows)}</table>'
 
 
-def _violations(violations: Sequence[dict[str, Any]], anchors: dict[str, str]) -> str:
+def _violations(
+    violations: Sequence[dict[str, Any]], anchors: dict[str, str], quality: bool = False
+) -> str:
     if not violations:
         return "<p>No violations.</p>"
     seg = any(v.get("segment") for v in violations)
@@ -303,7 +352,9 @@ def _violations(violations: Sequence[dict[str, Any]], anchors: dict[str, str]) -
     for v in violations:
         name = str(v.get("feature_name", ""))
         cell = _e(name)
-        if name in anchors:
+        if quality and v.get("constraint_check_type") == QUALITY_CHECK:
+            cell = f'<a href="#quality">{cell}</a>'
+        elif name in anchors:
             cell = f'<a href="#{anchors[name]}">{cell}</a>'
         seg_cell = f"<td>{_e(v.get('segment') or '')}</td>" if seg else ""
         rows.append(
@@ -419,6 +470,189 @@ def _rest_table(rest: list[tuple[dict[str, Any], bool, dict[str, ColumnProfile]]
     return f'<table class="rest"><tr>{head}</tr>{"".join(rows)}</table>'
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _real(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    x = float(value)
+    return x if math.isfinite(x) else None
+
+
+def _or_nan(value: Any) -> float:
+    x = _real(value)
+    return math.nan if x is None else x
+
+
+def _share(value: Any) -> str:
+    x = _real(value)
+    return DASH if x is None else f"{x:.1%}"
+
+
+def _headline(task: str, metrics: dict[str, Any], holdout: dict[str, Any]) -> str | None:
+    """The metric drawn over time: the task's first with a value, one with a holdout first."""
+    have = [m for m in HEADLINE.get(task, ()) if _real(metrics.get(m)) is not None]
+    with_holdout = [m for m in have if _real(holdout.get(m)) is not None]
+    names = with_holdout or have
+    return names[0] if names else None
+
+
+def _quality_chart(series: Any, metric: str, holdout: float | None) -> str | None:
+    """The metric per bucket and cumulative over time; None when nothing to draw."""
+    starts: list[float] = []
+    per: list[float] = []
+    cum: list[float] = []
+    for b in series if isinstance(series, list) else []:
+        if not isinstance(b, Mapping):
+            continue
+        try:
+            starts.append(datetime.fromisoformat(str(b.get("start"))).timestamp())
+        except ValueError:
+            continue
+        per.append(_or_nan(b.get(metric)))
+        cum.append(_or_nan(_mapping(b.get("cumulative")).get(metric)))
+    if all(math.isnan(v) for v in per + cum):
+        return None
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    first = min(starts)
+    span = max(starts) - first
+    unit, size = ("days", 86400.0) if span > 2 * 86400 else ("hours", 3600.0)
+    xs = [(t - first) / size for t in starts]
+    origin = datetime.fromtimestamp(first, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    fig = Figure(figsize=(7.0, 2.2), dpi=80)
+    ax = fig.add_subplot()
+    colors = dict(SIDES)
+    ax.plot(xs, per, color=colors["current"], lw=1.3, marker="o", ms=3, label="per bucket")
+    ax.plot(xs, cum, color=colors["baseline"], lw=1.3, label="cumulative")
+    if holdout is not None:
+        ax.axhline(holdout, color=colors["previous"], lw=1.0, ls="--", label="holdout")
+    ax.set_title(f"{metric} over time", fontsize=8)
+    ax.set_xlabel(f"{unit} since {origin} (bucket start)", fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(8))
+    ax.yaxis.set_major_locator(MaxNLocator(4))
+    ax.legend(fontsize=7, frameon=False)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.88)
+    return _Plotter._png(fig)
+
+
+def _quality_join(join: dict[str, Any]) -> str:
+    rows = "".join(
+        f'<tr><th>{title}</th><td class="n">'
+        f"{_share(join.get(key)) if key == 'labelled_share' else _num(join.get(key))}</td></tr>"
+        for key, title in QUALITY_JOIN
+    )
+    return f'<h3>Labels joined</h3><table class="join">{rows}</table>'
+
+
+def _quality_metrics(
+    task: str,
+    metrics: dict[str, Any],
+    holdout: dict[str, Any],
+    deltas: dict[str, Any],
+    flagged: set[str],
+) -> str:
+    names = list(QUALITY_METRICS.get(task, ()))
+    names += [str(m) for m in holdout if m not in names]
+    rows = []
+    for m in names:
+        over = m in flagged
+        cls = ' class="n over"' if over else ' class="n"'
+        row_cls = ' class="violated"' if over else ""
+        rows.append(
+            f'<tr{row_cls} data-metric="{_e(m)}"><th>{_e(m)}</th>'
+            f"<td{cls}>{_num(metrics.get(m))}</td>"
+            f'<td class="n">{_num(holdout.get(m))}</td><td class="n">{_num(deltas.get(m))}</td>'
+            "</tr>"
+        )
+    head = "<tr><th>metric</th><th>current</th><th>holdout</th><th>delta</th></tr>"
+    return f'<h3>Metrics</h3><table class="metrics">{head}{"".join(rows)}</table>'
+
+
+def _quality_versions(task: str, versions: dict[str, Any]) -> str:
+    cols = ("n", "invalid", *VERSION_METRICS.get(task, ()))
+    head = "<th>version</th>" + "".join(f"<th>{_e(c)}</th>" for c in cols)
+    rows = []
+    for name, figures in versions.items():
+        vm = _mapping(figures)
+        cells = "".join(f'<td class="n">{_num(vm.get(c))}</td>' for c in cols)
+        rows.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
+    return (
+        f'<h3>By model version</h3><table class="versions"><tr>{head}</tr>{"".join(rows)}</table>'
+    )
+
+
+def _quality_bias(bias: dict[str, Any]) -> str:
+    head = (
+        f"<tr><th></th><th>current <small>{_e(bias.get('column') or DASH)}</small></th>"
+        f"<th>baseline <small>{_e(bias.get('baseline_column') or DASH)}</small></th>"
+        "<th>shift</th></tr>"
+    )
+    rows = "".join(
+        f'<tr><th>{title}</th><td class="n">{_num(bias.get("current_" + key))}</td>'
+        f'<td class="n">{_num(bias.get("baseline_" + key))}</td>'
+        f'<td class="n">{_num(bias.get(key + "_shift"))}</td></tr>'
+        for key, title in (("mean", "mean"), ("positive_rate", "positive rate"))
+    )
+    return (
+        "<h3>Prediction bias <small>(no labels needed)</small></h3>"
+        f'<table class="bias">{head}{rows}</table>'
+    )
+
+
+def _quality(quality: Mapping[str, Any], violations: Sequence[dict[str, Any]]) -> str:
+    """The model quality section (see the module docstring)."""
+    task = str(quality.get("task") or "")
+    metrics = _mapping(quality.get("metrics"))
+    holdout = _mapping(quality.get("holdout"))
+    own = quality.get("violations")
+    flagged = {
+        str(v.get("feature_name"))
+        for v in [*(own if isinstance(own, list) else []), *violations]
+        if isinstance(v, Mapping)
+        and v.get("constraint_check_type") == QUALITY_CHECK
+        and not v.get("segment")
+    }
+    extra = f" · k={_num(metrics.get('k'))}" if task == "ranking" else ""
+    out = [
+        '<section class="quality" id="quality">',
+        f"<h2>Model quality <small>{_e(task or 'no task')} · "
+        f"{_num(metrics.get('n'))} labelled predictions{extra}</small></h2>",
+        _quality_join(_mapping(quality.get("join"))),
+    ]
+    if metrics:
+        deltas = _mapping(quality.get("deltas"))
+        out.append(_quality_metrics(task, metrics, holdout, deltas, flagged))
+    versions = _mapping(quality.get("by_version"))
+    if versions:
+        out.append(_quality_versions(task, versions))
+    metric = _headline(task, metrics, holdout)
+    if metric is not None:
+        image, failed = None, ""
+        try:
+            image = _quality_chart(quality.get("series"), metric, _real(holdout.get(metric)))
+        except (ValueError, ArithmeticError, RuntimeError) as exc:  # a chart, not the report
+            log.warning("report: no model quality chart: %s", exc)
+            failed = f" (plotting failed: {exc})"
+        if image is not None:
+            alt = _e(f"{metric} over time, per bucket and cumulative")
+            out.append(f'<h3>Trend</h3><img src="data:image/png;base64,{image}" alt="{alt}">')
+        else:
+            out.append(f'<p class="note">No trend to plot{_e(failed)}.</p>')
+    bias = _mapping(quality.get("bias"))
+    if bias:
+        out.append(_quality_bias(bias))
+    notes = quality.get("notes")
+    if isinstance(notes, list) and notes:
+        out.append('<ul class="note">' + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
+    out.append("</section>")
+    return "".join(out)
+
+
 def render_report(
     out: Path,
     *,
@@ -429,11 +663,14 @@ def render_report(
     summary: dict[str, Any],
     previous: DatasetProfile | None = None,
     max_plots: int = MAX_PLOTS,
+    quality: dict[str, Any] | None = None,
 ) -> Path:
     """Write the report to ``out`` (atomically) and return its path.
 
     >>> render_report(Path("out/report.html"), baseline=base, current=cur,
     ...               violations=result.violations, columns=result.columns, summary=summary)
+
+    ``quality``: ``monitor_job.quality.evaluate``'s dict, for the model quality section.
     """
     if max_plots < 0:
         raise ValueError(f"max_plots must be >= 0, not {max_plots}")
@@ -469,7 +706,8 @@ def render_report(
         f'<h1>Monitor report: {_e(model)} <span class="status {cls}">{_e(status)}</span></h1>',
         _summary(summary),
         f'<h2 id="violations">Violations ({len(violations)})</h2>',
-        _violations(violations, anchors),
+        _violations(violations, anchors, quality is not None),
+        _quality(quality, violations) if quality is not None else "",
         f"<h2>Columns ({len(ordered)})</h2>",
         f'<p class="key">Plots:{key} (previous window dashed).</p>',
     ]

@@ -487,3 +487,128 @@ print("pyplot" if "matplotlib.pyplot" in sys.modules else "no-pyplot", alive)
     ).stdout.split()
     assert out == ["no-pyplot", "0"]
     assert parse(tmp_path / "r.html").images["c11"]  # it did draw
+
+
+def _quality_doc() -> dict[str, Any]:
+    """evaluate() on a model right 90% of the time for a day, then 60%."""
+    from monitor_job.quality import Pair, evaluate
+
+    rng = np.random.default_rng(11)
+    t0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+    pairs = []
+    for i in range(48 * 30):
+        t = t0 + i * 120
+        y = int(rng.integers(0, 2))
+        right = rng.random() < (0.9 if i < 24 * 30 else 0.6)
+        p = float(np.clip((0.8 if y else 0.2) if right else (0.3 if y else 0.7), 0, 1))
+        pairs.append(Pair(f"e{i}", None, y, p, p, None, None, f"v{i % 2}", t, t + 60))
+    join = {
+        "labels": 1500,
+        "matched": 1440,
+        "unmatched_labels": 50,
+        "duplicates": 4,
+        "wrong_model": 6,
+        "invalid": 0,
+        "predictions": 3000,
+        "labelled_share": 0.48,
+    }
+    cur = _profile({"prediction": [p.prediction for p in pairs]}, len(pairs))
+    base = _profile({"prediction": [0.2, 0.8] * 50}, 100)
+    return evaluate(
+        pairs,
+        join=join,
+        holdout={"accuracy": 0.9, "roc_auc": 0.95},
+        config=None,
+        start=t0,
+        end=t0 + 48 * 3600,
+        baseline=base,
+        constraints={},
+        current=cur,
+    )
+
+
+def _quality_html(raw: str) -> str:
+    start = raw.index('<section class="quality"')
+    return raw[start : raw.index("</section>", start) + len("</section>")]
+
+
+def test_model_quality_section(tmp_path: Path, scene: dict[str, Any]) -> None:
+    quality = _quality_doc()
+    assert [v["feature_name"] for v in quality["violations"]] == ["accuracy"]
+    violations = scene["violations"] + quality["violations"]
+    out = render_report(tmp_path / "r.html", **{**scene, "violations": violations}, quality=quality)
+    raw = out.read_text(encoding="utf-8")
+    # after the violations list, before the per-column sections
+    assert raw.index('id="violations"') < raw.index('id="quality"') < raw.index("data-column=")
+    section = Page()
+    section.feed(_quality_html(raw))
+    text = "".join(section.text)
+    assert "Model quality" in text and "classification" in text
+    # join counts, the labelled share as a percentage
+    for figure in ("1,500", "1,440", "50", "48.0%", "wrong model", "unmatched"):
+        assert figure in text, figure
+    # metrics beside the holdout, the violated row highlighted like the violations
+    m = quality["metrics"]
+    assert f"{m['accuracy']:.4g}" in text and f"{m['roc_auc']:.4g}" in text
+    assert f"{quality['deltas']['accuracy']:.4g}" in text
+    violated = [a.get("data-metric") for t, a in section.tags if t == "tr" and a.get("class")]
+    assert violated == ["accuracy"]
+    assert any(t == "td" and a.get("class") == "n over" for t, a in section.tags)
+    # per version, the bias table, the trend chart as an inline PNG
+    assert "v0" in text and "v1" in text and "Prediction bias" in text
+    assert f"{quality['bias']['current_mean']:.4g}" in text
+    images = [str(a.get("src")) for t, a in section.tags if t == "img"]
+    assert len(images) == 1 and images[0].startswith("data:image/png;base64,")
+    assert base64.b64decode(images[0].split(",", 1)[1]).startswith(PNG)
+    # the violation links to the section
+    page = parse(out)
+    assert ("a", {"href": "#quality"}) in page.tags
+    assert len(page.violation_rows) == len(violations)
+
+
+def test_model_quality_section_robust(tmp_path: Path, scene: dict[str, Any]) -> None:
+    # without quality: no section, as before
+    raw = render_report(tmp_path / "a.html", **scene).read_text(encoding="utf-8")
+    assert 'id="quality"' not in raw and "Model quality" not in raw
+    # no labelled predictions: the join and the note, no chart
+    empty = {
+        "task": None,
+        "pairs": 0,
+        "join": {"labels": 0, "matched": 0},
+        "metrics": {},
+        "by_version": {},
+        "series": [],
+        "holdout": None,
+        "deltas": {},
+        "violations": [],
+        "notes": ["no labelled predictions in the window"],
+        "bias": {},
+    }
+    raw = render_report(tmp_path / "b.html", **scene, quality=empty).read_text(encoding="utf-8")
+    section = Page()
+    section.feed(_quality_html(raw))
+    text = "".join(section.text)
+    assert "no labelled predictions in the window" in text
+    assert not [t for t, _ in section.tags if t == "img"]
+    # odd values: missing keys, None, wrong types, a series of junk render as dashes
+    odd: dict[str, Any] = {
+        "task": "regression",
+        "join": None,
+        "metrics": {"n": 300, "mae": None, "rmse": "<b>x</b>", "bias": float("nan")},
+        "holdout": {"mae": None, EVIL: 1.0},
+        "deltas": None,
+        "by_version": {"v<1>": None},
+        "series": [
+            None,
+            {"start": "not a time", "mae": 1.0},
+            {"start": "2026-01-01T00:00:00+00:00"},
+        ],
+        "bias": {"column": EVIL, "current_mean": None},
+        "notes": [EVIL],
+    }
+    raw = render_report(tmp_path / "c.html", **scene, quality=odd).read_text(encoding="utf-8")
+    assert "<script" not in raw
+    section = Page()
+    section.feed(_quality_html(raw))
+    text = "".join(section.text)
+    assert EVIL in text and "v<1>" in text and "\u2013" in text

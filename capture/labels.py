@@ -184,6 +184,40 @@ def _sagemaker(entry: dict[str, Any]) -> dict[str, Any]:
     return {"event_id": meta.get("eventId"), "label": label, "source": "sagemaker"}
 
 
+def label_record(entry: Any, *, model: str, now: float, source: str = "api") -> dict[str, Any]:
+    """One label record from one entry (ours, a posted one or SageMaker's).
+
+    A record this module wrote (``kind: "ground_truth"``) keeps its own
+    ``received`` time and model; otherwise ``now`` is the received time and
+    ``model`` the default. Raises ``LabelError`` saying what is wrong.
+    """
+    if not isinstance(entry, dict):
+        raise LabelError(f"a JSON {type(entry).__name__}, not an object")
+    received = now
+    name: Any = entry.get("model", model)
+    if "groundTruthData" in entry:
+        entry = _sagemaker(entry)
+        name = model
+    elif entry.get("kind") == LABEL_KIND:
+        name = name.get("name") if isinstance(name, dict) else name
+        received = _time(entry.get("received"), now)
+    try:
+        safe_segment(name, "model")
+    except UnsafeNameError:
+        raise LabelError("model must be a simple name (letters, digits, . _ -)") from None
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": LABEL_KIND,
+        "event_id": _id(entry.get("event_id"), "event_id", required=True),
+        "item_id": _id(entry.get("item_id"), "item_id", required=False),
+        "label": _label_value(entry.get("label")),
+        "time": format_time(_time(entry.get("time"), now)),
+        "received": format_time(received),
+        "model": {"name": name},
+        "source": _source(entry.get("source"), source),
+    }
+
+
 def parse_labels(body: bytes, *, model: str, now: float, source: str = "api") -> LabelBatch:
     """Label records from a posted body; never raises on the body's content."""
     batch = LabelBatch()
@@ -192,34 +226,12 @@ def parse_labels(body: bytes, *, model: str, now: float, source: str = "api") ->
     if not entries and bad:
         batch.reject(0, bad[0][1])
         return batch
-    received = format_time(now)
     for i, entry in enumerate(entries):
         if i in bad_at:
             batch.reject(i, bad_at[i])
             continue
         try:
-            if not isinstance(entry, dict):
-                raise LabelError(f"a JSON {type(entry).__name__}, not an object")
-            if "groundTruthData" in entry:
-                entry = _sagemaker(entry)
-            name = entry.get("model", model)
-            try:
-                safe_segment(name, "model")
-            except UnsafeNameError:
-                raise LabelError("model must be a simple name (letters, digits, . _ -)") from None
-            record = {
-                "schema": SCHEMA_VERSION,
-                "kind": LABEL_KIND,
-                "event_id": _id(entry.get("event_id"), "event_id", required=True),
-                "item_id": _id(entry.get("item_id"), "item_id", required=False),
-                "label": _label_value(entry.get("label")),
-                "time": format_time(_time(entry.get("time"), now)),
-                "received": received,
-                "model": {"name": name},
-                "source": _source(entry.get("source"), source),
-            }
+            batch.records.append(label_record(entry, model=model, now=now, source=source))
         except LabelError as exc:
             batch.reject(i, str(exc))
-            continue
-        batch.records.append(record)
     return batch

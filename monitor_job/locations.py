@@ -51,6 +51,7 @@ class ObjectRef:
     key: str
     size: int
     kind: str
+    mtime: float = 0.0  # when it was last written (epoch s), from the listing
 
     @property
     def name(self) -> str:

@@ -14,6 +14,10 @@ by the hour of its first record, so records of 10:00:10 may sit under
 after ``window start - CLOCK_SKEW_S`` are kept (an object uploaded before the
 window began cannot hold records from inside it); its profiles are not kept,
 since they describe whole batches mostly outside the window.
+
+A top-level ``ground_truth/`` directory (labels, ``capture.labels``) is
+skipped when listing captures; ``monitor_job.groundtruth`` lists it on its
+own with the same walk.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 LOOKBACK_S = 3600.0  # the hour partition before the window
 CLOCK_SKEW_S = 300.0  # tolerated skew between capture hosts and the store's clock
+GROUND_TRUTH_DIR = "ground_truth"  # labels beside the models' captures, never read as captures
 
 _DT = re.compile(r"^dt=(\d{4})-(\d{2})-(\d{2})$")
 _HOUR = re.compile(r"^hour=(\d{2})$")
@@ -120,7 +125,7 @@ def _walk(
                 continue
             if span == "edge" and (kind != "records" or f.mtime < window.lo - CLOCK_SKEW_S):
                 continue
-            out.append(ObjectRef(loc.url, join(rel, f.name), f.size, kind))
+            out.append(ObjectRef(loc.url, join(rel, f.name), f.size, kind, f.mtime))
     if depth == levels:
         return
     for d in sorted(dirs):
@@ -144,8 +149,8 @@ def _discover(
         _walk(loc, rel, listing, "sagemaker", 0, everything, "in", window, out)
     elif depth < 2:  # root -> model or endpoint -> variant
         for d in sorted(dirs):
-            if depth == 0 and model is not None and d != model:
-                continue
+            if depth == 0 and (d == GROUND_TRUTH_DIR or (model is not None and d != model)):
+                continue  # labels are read apart (monitor_job.groundtruth)
             _discover(loc, join(rel, d), depth + 1, model, window, out)
         if depth == 0 and model is not None and model not in dirs:
             log.warning("%s: no captures for model %r (found: %s)", loc.url, model, dirs[:20])

@@ -43,7 +43,7 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import IO, Any, Protocol
@@ -148,6 +148,8 @@ def read_records(
     csv_columns: Sequence[str] | None = None,
     *,
     stats: BadLineCounter | None = None,
+    convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    time_field: str = "time",
 ) -> Iterator[dict[str, Any]]:
     """The records of one object with ``start <= time < end``, streamed.
 
@@ -155,6 +157,10 @@ def read_records(
     ``monitor_job.sagemaker``; ``csv_columns`` names headerless CSV columns).
     A record without a readable ``time`` counts as a bad line when a window
     is set. See the module docstring for what raises and what is counted.
+
+    ``convert`` replaces the capture-record reading of each JSON object (it
+    returns the record or raises ``LineProblem``); ``time_field`` names the
+    record's time for the window (ground-truth labels use ``received``).
     """
     lo, hi = _epoch(start, -math.inf), _epoch(end, math.inf)
     windowed = start is not None or end is not None
@@ -178,7 +184,9 @@ def read_records(
                     obj = _parse(line)
                     if not isinstance(obj, dict):
                         raise LineProblem(f"a JSON {type(obj).__name__}, not an object")
-                    if is_capture_line(obj):
+                    if convert is not None:
+                        obj = convert(obj)
+                    elif is_capture_line(obj):
                         if sagemaker is None:
                             sagemaker = DataCaptureReader(name, csv_columns)
                         try:
@@ -190,7 +198,7 @@ def read_records(
                             raise LineProblem(problem) from exc
                     elif not any(k in obj for k in RECORD_KEYS):
                         raise LineProblem("not a capture record (no schema, time or rows)")
-                    t = parse_time(obj.get("time")) if windowed else 0.0
+                    t = parse_time(obj.get(time_field)) if windowed else 0.0
                     if t is None:
                         raise LineProblem("record time missing or not ISO-8601")
                     good += 1

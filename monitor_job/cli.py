@@ -5,6 +5,16 @@ windows of captures against it.
     modeltap-monitor run --captures s3://bucket/captures --baseline s3://bucket/baselines/ranker \\
         --out ./monitor/2026-11-23T10 [--start ISO] [--end ISO] [--window 1h] [--model NAME]
 
+    modeltap-monitor labels --file labels.jsonl --sink s3://bucket/captures [--model NAME]
+
+Model quality: when labels have been posted (``POST /_modeltap/ground-truth``
+on the proxy, or ``labels``), ``run`` joins the labels received in its window
+to the predictions captured up to ``--label-lookback`` (7d) before it
+(``monitor_job.groundtruth``), computes the task's metrics
+(``monitor_job.quality``) and compares them with the holdout metrics given
+to ``baseline --holdout-metrics``: a drop beyond the threshold is a
+``model_quality_check`` violation.
+
 Exit codes (what a cron or CI step branches on): 0 no constraint violated,
 1 violations found (outputs written), 2 the job failed (message on stderr
 names the file or location and the problem; a failed publish to the
@@ -23,7 +33,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -56,10 +66,10 @@ def parse_time(text: str, what: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(text: str, what: str = "--window") -> timedelta:
     m = _DURATION.match(text.strip())
     if not m or float(m.group(1)) <= 0:
-        raise UsageError(f"--window: {text!r} is not a duration such as 30m, 1h or 1d")
+        raise UsageError(f"{what}: {text!r} is not a duration such as 30m, 1h or 1d")
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -113,6 +123,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         )
     if args.label:
         constraints["monitoring_config"]["modeltap"]["label_column"] = args.label
+    quality_config = dict(MODEL_QUALITY_DEFAULTS)
+    if args.holdout_metrics:
+        quality_config["holdout"] = read_holdout(args.holdout_metrics)
+    constraints["monitoring_config"]["modeltap"]["model_quality"] = quality_config
     store.write_file(args.out, BASELINE_PROFILE, profile.to_bytes())
     store.write_file(args.out, STATISTICS, _dump(stats.statistics_json(profile)))
     store.write_file(args.out, CONSTRAINTS, _dump(constraints))
@@ -122,6 +136,45 @@ def cmd_baseline(args: argparse.Namespace) -> int:
         "to tune checks)"
     )
     return 0
+
+
+#: ``constraints.json`` -> monitoring_config.modeltap.model_quality (editable);
+#: see ``monitor_job.quality`` for what each threshold means and why.
+MODEL_QUALITY_DEFAULTS: dict[str, Any] = {"min_pairs": 200, "max_drop": 0.05, "max_rise": 0.1}
+_SAGEMAKER_METRIC_NAMES = {"auc": "roc_auc", "f1": "f1", "mse": None, "r2": None}
+
+
+def read_holdout(path: str) -> dict[str, float]:
+    """Holdout metrics from a JSON file: ``{"accuracy": 0.91, ...}``, or
+    SageMaker Model Quality's baseline statistics
+    (``{"binary_classification_metrics": {"accuracy": {"value": 0.91}}}``)."""
+    from pathlib import Path
+
+    try:
+        doc = orjson.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise UsageError(f"--holdout-metrics: cannot read {path}: {exc.strerror}") from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"--holdout-metrics: {path}: invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(f"--holdout-metrics: {path}: a JSON object of metric -> number expected")
+    flat: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key.endswith("_metrics") and isinstance(value, dict):  # SageMaker's shape
+            for name, entry in value.items():
+                name = _SAGEMAKER_METRIC_NAMES.get(name, name)
+                if name is not None and isinstance(entry, dict) and "value" in entry:
+                    flat[name] = entry["value"]
+        else:
+            flat[key] = value
+    out: dict[str, float] = {}
+    for name, value in flat.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UsageError(f"--holdout-metrics: {path}: {name!r} is not a number")
+        out[name] = float(value)
+    if not out:
+        raise UsageError(f"--holdout-metrics: {path}: no metrics in it")
+    return out
 
 
 def load_baseline(location: str) -> tuple[DatasetProfile, dict[str, Any]]:
@@ -178,6 +231,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if key:
             seg = run_checks(baseline, constraints, prof, segment=key)
             result.violations.extend(seg.violations)
+    quality = _model_quality(args, start, end, baseline, constraints, current.whole)
+    result.violations.extend(quality["violations"])
     summary: dict[str, Any] = {
         "model": args.model,
         "window_start": start.isoformat(),
@@ -187,12 +242,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         "status": "violations" if result.violations else "clean",
         "violations": len(result.violations),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "notes": result.notes,
+        "notes": result.notes + quality["notes"],
+        "labels": quality["join"],
         **current.counts(),
     }
     segments = {k: p.rows for k, p in current.profiles.items() if k}
     doc = stats.statistics_json(
-        current.whole, extra={"summary": summary, "columns": result.columns, "segments": segments}
+        current.whole,
+        extra={
+            "summary": summary,
+            "columns": result.columns,
+            "segments": segments,
+            "model_quality": quality,
+        },
     )
     out = args.out
     store.write_file(out, STATISTICS, _dump(doc))
@@ -200,12 +262,120 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor_job.report import render_report
 
     report_path = _report(
-        out, render_report, baseline, current.whole, result, summary, prev_whole, args.max_plots
+        out,
+        render_report,
+        baseline,
+        current.whole,
+        result,
+        summary,
+        prev_whole,
+        args.max_plots,
+        quality,
     )
     print(_summary_text(summary, result.violations, report_path))
     _publish(args, summary, result, report_path)
     log.info("monitor run took %.1fs", time.time() - started)
     return 1 if result.violations else 0
+
+
+def _model_quality(
+    args: argparse.Namespace,
+    start: datetime,
+    end: datetime,
+    baseline: DatasetProfile,
+    constraints: dict[str, Any],
+    current: DatasetProfile,
+) -> dict[str, Any]:
+    """Labels of the window joined to their predictions, then the metrics."""
+    from monitor_job import groundtruth, quality
+
+    pairs, counts = groundtruth.join(
+        args.captures,
+        args.labels,
+        start,
+        end,
+        model=args.model,
+        lookback_s=parse_duration(args.label_lookback, "--label-lookback").total_seconds(),
+        prediction_field=args.prediction_field,
+        score_field=args.score_field,
+    )
+    config = dict(constraints["monitoring_config"].get("modeltap", {}).get("model_quality") or {})
+    holdout = config.pop("holdout", None)
+    return quality.evaluate(
+        pairs,
+        join=counts.to_dict(),
+        holdout=holdout,
+        config=config,
+        start=start.timestamp() - counts.lookback_s,
+        end=end.timestamp(),
+        task=args.task,
+        baseline=baseline,
+        constraints=constraints,
+        current=current,
+    )
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    """Write a file of labels to the capture sink, as the proxy's endpoint does."""
+    from pathlib import Path
+
+    from capture.capturer import Capturer
+    from capture.errors import CaptureError
+
+    try:
+        data = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--file: cannot read {args.file}: {exc.strerror}") from None
+    overrides: dict[str, Any] = {"sink": args.sink} if args.sink else {}
+    if args.model:
+        overrides["model"] = args.model
+    totals = {"accepted": 0, "rejected": 0, "dropped": 0}
+    errors: list[str] = []
+    try:
+        with Capturer.from_env(**overrides) as cap:
+            cap.check()
+            offset = 0
+            for chunk, entries in _label_chunks(data):
+                batch = cap.ingest_labels(chunk, model=args.model, source="file")
+                for key, n in batch.summary().items():
+                    if key in totals:
+                        totals[key] += n
+                errors += [f"entry {offset + e['index'] + 1}: {e['error']}" for e in batch.errors]
+                offset += entries
+                cap.flush()  # bounded memory for any file size
+            where = cap.sink.describe()
+    except CaptureError as exc:
+        raise UsageError(f"--sink: {exc}") from None
+    print(
+        f"labels: {totals['accepted']} accepted, {totals['rejected']} rejected, "
+        f"{totals['dropped']} dropped -> {where}"
+    )
+    for line in errors[:20]:
+        print(f"  {line}")
+    if totals["accepted"] == 0 or totals["dropped"]:
+        return 2
+    return 1 if totals["rejected"] else 0
+
+
+LABEL_CHUNK_LINES = 10_000
+
+
+def _label_chunks(data: bytes) -> Iterator[tuple[bytes, int]]:
+    """A JSON document whole; JSONL in chunks of ``LABEL_CHUNK_LINES`` entries."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, (list, dict)):
+        yield data, len(doc) if isinstance(doc, list) else 1
+        return
+    lines = [line for line in data.splitlines() if line.strip()]
+    if not lines:
+        yield data, 0
+        return
+    for i in range(0, len(lines), LABEL_CHUNK_LINES):
+        part = lines[i : i + LABEL_CHUNK_LINES]
+        yield b"\n".join(part), len(part)
 
 
 def _report(
@@ -217,6 +387,7 @@ def _report(
     summary: dict[str, Any],
     previous: DatasetProfile | None,
     max_plots: int,
+    quality: dict[str, Any] | None = None,
 ) -> str:
     """Render report.html into ``out`` (rendered locally, then uploaded for S3)."""
     import tempfile
@@ -232,6 +403,7 @@ def _report(
         "summary": summary,
         "previous": previous,
         "max_plots": max_plots,
+        "quality": quality,
     }
     local = store.local_path(out)
     if local is not None:
@@ -312,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ignore", action="append", help="a column to leave unchecked (repeat)")
     b.add_argument("--kll-k", type=int, default=1000, help="quantile sketch size (default 1000)")
     b.add_argument("--expected-rows-per-hour", type=float, help="for volume_check")
+    b.add_argument(
+        "--holdout-metrics",
+        metavar="FILE",
+        help='JSON of the model\'s holdout metrics ({"accuracy": 0.91, ...}), for model quality',
+    )
     window_args(b)
     b.set_defaults(func=cmd_baseline)
 
@@ -327,7 +504,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pushgateway", help="Prometheus Pushgateway URL")
     r.add_argument("--job", default="modeltap_monitor", help="Pushgateway job name")
     r.add_argument("--webhook", help="post violations here (Slack-compatible JSON)")
+    r.add_argument("--labels", help="ground-truth labels (default: CAPTURES/ground_truth)")
+    r.add_argument(
+        "--label-lookback",
+        default="7d",
+        help="how far before the window to look for the predictions labels are about (7d)",
+    )
+    r.add_argument("--task", choices=("classification", "regression", "ranking"))
+    r.add_argument("--prediction-field", help="key of a dict prediction holding the prediction")
+    r.add_argument("--score-field", help="key of a dict prediction holding the score")
     r.set_defaults(func=cmd_run)
+
+    lab = sub.add_parser("labels", help="write ground-truth labels from a file to the sink")
+    lab.add_argument("--file", required=True, help="JSON or JSONL labels ('-': stdin)")
+    lab.add_argument("--sink", help="the capture sink (default: MODELTAP_SINK or ./captures)")
+    lab.add_argument("--model", help="model of entries without one (default: MODELTAP_MODEL)")
+    lab.set_defaults(func=cmd_labels)
     return ap
 
 

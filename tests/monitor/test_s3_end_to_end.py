@@ -84,3 +84,42 @@ def test_a_day_of_captures_on_s3_against_a_training_csv_on_s3(
     html = read("report.html").decode()
     assert "f0" in html and "baseline_drift_check" in html
     assert html.index("f0") < html.index("f1")  # the drifted column comes first
+
+    # Weeks later the outcomes are known: labels for every kept prediction go
+    # to the same bucket with `modeltap-monitor labels`, and a run over the
+    # hour they arrived in joins them to the day's predictions on S3.
+    from monitor_job.readers import list_captures, read_records
+
+    labels = []
+    for ref in list_captures(sink, DAY, DAY + timedelta(days=1)):
+        if ref.kind == "records":
+            for rec in read_records(ref):
+                p = rec["rows"][0]["prediction"]
+                labels.append({"event_id": rec["event_id"], "label": int(p >= 0.5)})
+    assert 500 < len(labels) < 700  # a quarter of 2,400 kept as records
+    (tmp_path / "labels.jsonl").write_bytes(b"\n".join(orjson.dumps(x) for x in labels))
+    label_file = str(tmp_path / "labels.jsonl")
+    assert main(["labels", "--file", label_file, "--sink", sink, "--model", "m"]) == 0
+    now = datetime.now(timezone.utc)
+    main(
+        [
+            "run",
+            "--captures",
+            sink,
+            "--baseline",
+            f"{bucket}/baseline",
+            "--out",
+            f"{bucket}/reports/labels",
+            "--start",
+            (now - timedelta(hours=1)).isoformat(),
+            "--end",
+            (now + timedelta(hours=1)).isoformat(),
+            "--label-lookback",
+            f"{(now - DAY).days + 1}d",
+            "--no-previous",
+        ]
+    )
+    body = s3.get_object(Bucket=s3_bucket, Key="reports/labels/statistics.json")["Body"]
+    quality = orjson.loads(body.read())["modeltap"]["model_quality"]
+    assert quality["join"]["matched"] == len(labels) and quality["join"]["unmatched"] == 0
+    assert quality["task"] == "classification" and quality["metrics"]["accuracy"] == 1.0

@@ -272,7 +272,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         args.max_plots,
         quality,
     )
-    print(_summary_text(summary, result.violations, report_path))
+    print(_summary_text({**summary, "quality": quality}, result.violations, report_path))
     _publish(args, summary, result, report_path)
     log.info("monitor run took %.1fs", time.time() - started)
     return 1 if result.violations else 0
@@ -421,6 +421,19 @@ def _summary_text(summary: dict[str, Any], violations: list[dict[str, Any]], rep
         + (f", {summary['bad_lines']} unreadable lines" if summary.get("bad_lines") else ""),
     ]
     lines += [f"note: {n}" for n in summary.get("notes") or []]
+    quality = summary.get("quality") or {}
+    if quality.get("metrics"):
+        from monitor_job.quality import HEADLINE
+
+        figures = ", ".join(
+            f"{name} {value:.3f}"
+            for name in HEADLINE.get(quality["task"], ())
+            if isinstance(value := quality["metrics"].get(name), float)
+        )
+        lines.append(
+            f"model quality ({quality['task']}): {quality['metrics']['n']} labelled predictions"
+            + (f"; {figures}" if figures else "")
+        )
     if violations:
         lines.append(f"{len(violations)} violation(s):")
         for v in violations[:20]:

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from capture.profile import ColumnProfile, DatasetProfile
+from monitor_job.quality import HEADLINE
 
 log = logging.getLogger(__name__)
 
@@ -95,12 +96,6 @@ VERSION_METRICS = {
     "classification": ("accuracy", "precision", "recall", "f1", "roc_auc"),
     "regression": ("mae", "rmse", "bias"),
     "ranking": ("ndcg_at_k", "mrr", "hit_rate_at_k"),
-}
-# The metric drawn over time: the first with values, one in the holdout first.
-HEADLINE = {
-    "classification": ("accuracy", "roc_auc"),
-    "regression": ("mae",),
-    "ranking": ("ndcg_at_k",),
 }
 
 _CSS = """

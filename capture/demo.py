@@ -12,7 +12,9 @@ objects written and prints one record. Settings also come from
 (``modeltap[monitor]``), it writes a training CSV of the undrifted
 distribution, runs ``modeltap-monitor baseline`` and ``run`` over the
 captures, and prints where the report is: the planted drift on ``f0`` should
-be the violation it finds.
+be a violation it finds. Labels for every exchange are ingested as the
+proxy's ground-truth endpoint would, with a concept drift in the second half,
+so the report's "Model quality" section shows accuracy below the holdout's.
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ def _exchange(i: int, drift: bool, rng: random.Random) -> Exchange:
     )
 
 
+def _outcome(exchange: Exchange, drift: bool, rng: random.Random) -> dict[str, Any]:
+    """The true label of an exchange: Bernoulli(the model's score) before the
+    drift; after it the world moved too, and the shifted inputs mean less than
+    the model thinks (it over-predicts positives), so its quality drops."""
+    x = json.loads(exchange.request_body)["instances"][0][0]
+    logit = x - 3.0 if drift else x
+    return {"event_id": exchange.event_id, "label": int(rng.random() < 1 / (1 + math.exp(-logit)))}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m capture.demo", description=__doc__.split("\n")[0])
     ap.add_argument("--sink", default=None, help="sink URL or directory (default ./captures)")
@@ -75,18 +86,28 @@ def main(argv: list[str] | None = None) -> int:
         overrides["sample_rate"] = args.sample_rate
     rng = random.Random(7)
     began = time.time()
+    outcomes: list[dict[str, Any]] = []
     with Capturer.from_env(None, **overrides) as cap:
         for i in range(args.requests):
-            cap.submit(_exchange(i, drift=i >= args.requests // 2, rng=rng))
+            drift = i >= args.requests // 2
+            exchange = _exchange(i, drift=drift, rng=rng)
+            cap.submit(exchange)
+            outcomes.append(_outcome(exchange, drift, rng))
+        # Later, the outcomes are known: labels by event id, as a client would
+        # post them to the proxy's /_modeltap/ground-truth.
+        cap.ingest_labels("\n".join(json.dumps(o) for o in outcomes).encode())
     snap = cap.stats.snapshot()
+    n_labels = snap["labels_accepted"]  # labels travel with the records: counted apart here
     print(
-        f"offered {snap['offered']}, kept {snap['kept']}, sampled out {snap['sampled_out']}, "
-        f"written {snap['records_written']} in {snap['batches_written']} objects, "
+        f"offered {snap['offered'] - n_labels}, kept {snap['kept'] - n_labels}, "
+        f"sampled out {snap['sampled_out']}, written {snap['records_written'] - n_labels} records "
+        f"and {n_labels} labels in {snap['batches_written']} objects, "
         f"dropped {sum(snap['dropped'].values())}"
     )
     print(f"sink: {cap.sink.describe()}")
     root = Path(cap.sink.describe().removeprefix("file://"))
-    objects = sorted(root.rglob("*.jsonl.gz")) if root.is_dir() else []
+    found = sorted(root.rglob("*.jsonl.gz")) if root.is_dir() else []
+    objects = [p for p in found if "ground_truth" not in p.relative_to(root).parts]
     for path in objects[-3:]:
         print(f"  {path}")
     if objects:
@@ -107,12 +128,19 @@ def _monitor(captures: Path, out: Path, began: float, rng: random.Random) -> int
         return 0
     out.mkdir(parents=True, exist_ok=True)
     train = out / "train.csv"
+    right = 0
     with train.open("w") as fh:
-        fh.write("f0,f1,f2\n")
+        fh.write("f0,f1,f2,label\n")
         for i in range(5000):
-            fh.write(f"{rng.gauss(0.0, 1.0):.4f},{rng.choice(['web', 'ios', 'android'])},{i % 7}\n")
+            x = rng.gauss(0.0, 1.0)
+            y = int(rng.random() < 1 / (1 + math.exp(-x)))
+            right += int((x >= 0) == bool(y))  # the model's call: score >= 0.5
+            fh.write(f"{x:.4f},{rng.choice(['web', 'ios', 'android'])},{i % 7},{y}\n")
+    holdout = out / "holdout.json"
+    holdout.write_text(json.dumps({"accuracy": round(right / 5000, 4)}))
     baseline = out / "baseline"
-    if monitor(["baseline", "--data", str(train), "--out", str(baseline)]) != 0:
+    base_args = ["--data", str(train), "--out", str(baseline), "--label", "label"]
+    if monitor(["baseline", *base_args, "--holdout-metrics", str(holdout)]) != 0:
         return 1
     start = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(began))
     end = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 60))
@@ -120,7 +148,10 @@ def _monitor(captures: Path, out: Path, began: float, rng: random.Random) -> int
     window = ["--start", start, "--end", end, "--no-previous", "--model", "demo"]
     where = ["--captures", str(captures), "--baseline", str(baseline), "--out", str(report)]
     code = monitor(["run", *where, *window])
-    print(f"monitor exit {code} (1 = violations found: the drift planted halfway)")
+    print(
+        f"monitor exit {code} "
+        "(1 = violations found: the drift planted halfway, in f0 and in accuracy)"
+    )
     print(f"report: {(report / 'report.html').resolve()}")
     return 0 if code in (0, 1) else 1
 

@@ -273,7 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         quality,
     )
     print(_summary_text({**summary, "quality": quality}, result.violations, report_path))
-    _publish(args, summary, result, report_path)
+    _publish(args, summary, result, report_path, quality)
     log.info("monitor run took %.1fs", time.time() - started)
     return 1 if result.violations else 0
 
@@ -449,7 +449,13 @@ def _summary_text(summary: dict[str, Any], violations: list[dict[str, Any]], rep
     return "\n".join(lines)
 
 
-def _publish(args: argparse.Namespace, summary: dict[str, Any], result: Any, report: str) -> None:
+def _publish(
+    args: argparse.Namespace,
+    summary: dict[str, Any],
+    result: Any,
+    report: str,
+    quality: dict[str, Any] | None = None,
+) -> None:
     if not (args.pushgateway or args.webhook):
         return
     from monitor_job import publish
@@ -462,6 +468,7 @@ def _publish(args: argparse.Namespace, summary: dict[str, Any], result: Any, rep
             summary=summary,
             columns=result.columns,
             violations=result.violations,
+            quality=quality,
         )
     if args.webhook and result.violations:
         publish.post_webhook(

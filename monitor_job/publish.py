@@ -74,7 +74,10 @@ KNOWN_CHECKS = (
     "numeric_range_check",
     "volume_check",
     "prediction_drift_check",
+    "model_quality_check",
 )
+LABEL_OUTCOMES = ("matched", "unmatched", "wrong_model", "ambiguous", "duplicates", "invalid")
+BIAS_FIGURES = ("current_mean", "baseline_mean", "current_positive_rate", "baseline_positive_rate")
 DRIFT_METRICS = ("ks", "psi", "js", "linf")
 STATUS = {"clean": 0, "violations": 1}
 STATUS_FAILED = 2
@@ -138,6 +141,7 @@ def build_registry(
     columns: list[dict[str, Any]],
     violations: list[dict[str, Any]],
     now: float | None = None,
+    quality: dict[str, Any] | None = None,
 ) -> tuple[CollectorRegistry, bool]:
     """The run's metrics in a fresh registry, and whether the run succeeded."""
     now = time.time() if now is None else now
@@ -177,7 +181,60 @@ def build_registry(
     for check in sorted(set(KNOWN_CHECKS) | set(counts)):
         g_viol.labels(model, check).set(counts.get(check, 0))
     _drift_metrics(reg, model, columns)
+    if quality:
+        _quality_metrics(reg, model, quality)
     return reg, True
+
+
+def _quality_metrics(reg: CollectorRegistry, model: str, quality: dict[str, Any]) -> None:
+    """Model quality (``monitor_job.quality.evaluate``'s output) as gauges."""
+    metrics = quality.get("metrics") or {}
+    task = str(quality.get("task") or "none")
+    g = Gauge(
+        "modeltap_monitor_model_quality",
+        "Model quality over the labels received in the window.",
+        ["model", "task", "metric"],
+        registry=reg,
+    )
+    holdout = Gauge(
+        "modeltap_monitor_model_quality_holdout",
+        "The baseline's holdout value of a model-quality metric.",
+        ["model", "metric"],
+        registry=reg,
+    )
+    for name, value in sorted(metrics.items()):
+        if name not in ("n", "invalid", "k", "requests") and (v := _finite(value)) is not None:
+            g.labels(model, task, name).set(v)
+    for name, value in sorted((quality.get("holdout") or {}).items()):
+        if (v := _finite(value)) is not None:
+            holdout.labels(model, name).set(v)
+    join = quality.get("join") or {}
+    labels = Gauge(
+        "modeltap_monitor_labels",
+        "Labels received in the window, by what the join made of them.",
+        ["model", "outcome"],
+        registry=reg,
+    )
+    for outcome in LABEL_OUTCOMES:
+        labels.labels(model, outcome).set(_finite(join.get(outcome)) or 0)
+    share = _finite(join.get("labelled_share"))
+    if share is not None:
+        Gauge(
+            "modeltap_monitor_labelled_share",
+            "Share of the predictions read that have a label so far.",
+            ["model"],
+            registry=reg,
+        ).labels(model).set(share)
+    bias = quality.get("bias") or {}
+    g_bias = Gauge(
+        "modeltap_monitor_prediction_bias",
+        "Mean prediction and positive rate of the window and the baseline (no labels needed).",
+        ["model", "figure"],
+        registry=reg,
+    )
+    for figure in BIAS_FIGURES:
+        if (v := _finite(bias.get(figure))) is not None:
+            g_bias.labels(model, figure).set(v)
 
 
 def _drift_metrics(reg: CollectorRegistry, model: str, columns: list[dict[str, Any]]) -> None:
@@ -233,6 +290,7 @@ def push_metrics(
     violations: list[dict[str, Any]],
     grouping: dict[str, str] | None = None,
     timeout: float = 10.0,
+    quality: dict[str, Any] | None = None,
 ) -> None:
     """Push the run's metrics to the Pushgateway at ``gateway_url``.
 
@@ -247,7 +305,9 @@ def push_metrics(
     scheme = urllib.parse.urlsplit(gateway_url).scheme
     if "://" in gateway_url and scheme not in ("http", "https"):
         raise PublishError(f"Pushgateway {redact_url(gateway_url)}: not an http(s) URL")
-    reg, ok = build_registry(model=model, summary=summary, columns=columns, violations=violations)
+    reg, ok = build_registry(
+        model=model, summary=summary, columns=columns, violations=violations, quality=quality
+    )
     url, handler = _handler(gateway_url)
     send = push_to_gateway if ok else pushadd_to_gateway
     try:

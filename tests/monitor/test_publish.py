@@ -333,3 +333,42 @@ def test_webhook_closed_port_names_url() -> None:
     with pytest.raises(PublishError) as exc:
         post_webhook(url, summary=SUMMARY, violations=VIOLATIONS, timeout=5)
     assert url in str(exc.value)
+
+
+def test_push_model_quality(server: Callable[[int], Recorder]) -> None:
+    gw = server(200)
+    quality = {
+        "task": "classification",
+        "metrics": {"n": 400, "accuracy": 0.77, "roc_auc": 0.86, "log_loss": None, "invalid": 2},
+        "holdout": {"accuracy": 0.9},
+        "join": {"matched": 400, "unmatched": 3, "duplicates": 1, "labelled_share": 0.5},
+        "bias": {"current_mean": 0.61, "baseline_mean": 0.5, "current_positive_rate": None},
+    }
+    push_metrics(
+        gw.url,
+        job="modeltap_monitor",
+        model="churn",
+        summary=SUMMARY,
+        columns=[],
+        violations=[],
+        quality=quality,
+    )
+    s = _samples(gw.requests[0].body)
+
+    def val(name: str, **labels: str) -> float | None:
+        return s.get((name, tuple(sorted({"model": "churn", **labels}.items()))))
+
+    task = {"task": "classification"}
+    assert val("modeltap_monitor_model_quality", **task, metric="accuracy") == 0.77
+    assert val("modeltap_monitor_model_quality", **task, metric="roc_auc") == 0.86
+    assert val("modeltap_monitor_model_quality", **task, metric="log_loss") is None
+    assert (
+        val("modeltap_monitor_model_quality", **task, metric="n") is None
+    )  # a count, not a metric
+    assert val("modeltap_monitor_model_quality_holdout", metric="accuracy") == 0.9
+    assert val("modeltap_monitor_labels", outcome="matched") == 400
+    assert val("modeltap_monitor_labels", outcome="wrong_model") == 0
+    assert val("modeltap_monitor_labelled_share") == 0.5
+    assert val("modeltap_monitor_prediction_bias", figure="current_mean") == 0.61
+    assert val("modeltap_monitor_prediction_bias", figure="current_positive_rate") is None
+    assert val("modeltap_monitor_violations", check="model_quality_check") == 0

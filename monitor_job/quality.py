@@ -605,6 +605,12 @@ class _Ranking(_Scored):
         }
 
 
+def _task(task: str) -> str:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    return task
+
+
 def _prepare(
     pairs: Sequence[Pair],
     task: str,
@@ -613,9 +619,7 @@ def _prepare(
     positive: Any = None,
     threshold: float = 0.5,
 ) -> _Scored:
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
-    if task == "classification":
+    if _task(task) == "classification":
         t = _real(threshold)
         if t is None or not 0.0 <= t <= 1.0:
             raise ValueError(f"threshold must be a number in [0, 1], not {threshold!r}")
@@ -633,9 +637,7 @@ def _prepare(
 def infer_task(pairs: Sequence[Pair], hint: str | None = None) -> str:
     """The task the pairs come from; ``hint`` wins (``ValueError`` if not a task)."""
     if hint is not None:
-        if hint not in TASKS:
-            raise ValueError(f"task must be one of {', '.join(TASKS)}, not {hint!r}")
-        return hint
+        return _task(hint)
     per_event = Counter(p.event_id for p in pairs)
     listed = any(p.rank is not None or p.position is not None for p in pairs)
     if listed and any(c > 1 for c in per_event.values()):

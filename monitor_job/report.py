@@ -70,9 +70,10 @@ QUALITY_CHECK = "model_quality_check"
 QUALITY_JOIN = (
     ("labels", "labels"),
     ("matched", "matched"),
-    ("unmatched_labels", "unmatched"),
-    ("duplicates", "duplicates"),
-    ("wrong_model", "wrong model"),
+    ("unmatched", "matched no prediction"),
+    ("duplicates", "repeats (last one kept)"),
+    ("wrong_model", "for another model's prediction"),
+    ("ambiguous", "ambiguous (several rows, no item id)"),
     ("invalid", "invalid"),
     ("labelled_share", "share of predictions labelled"),
 )

@@ -567,7 +567,7 @@ def test_bias_report_bool_predictions_same_column() -> None:
 JOIN = {
     "labels": 1500,
     "matched": 1440,
-    "unmatched_labels": 50,
+    "unmatched": 50,
     "duplicates": 4,
     "wrong_model": 6,
     "invalid": 0,

@@ -14,6 +14,7 @@ import pytest
 
 from capture.profile import DatasetProfile
 from monitor_job.report import render_report
+from tests.monitor.test_quality import JOIN
 
 EVIL = "<script>alert(1)</script>"
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -502,16 +503,7 @@ def _quality_doc() -> dict[str, Any]:
         right = rng.random() < (0.9 if i < 24 * 30 else 0.6)
         p = float(np.clip((0.8 if y else 0.2) if right else (0.3 if y else 0.7), 0, 1))
         pairs.append(Pair(f"e{i}", None, y, p, p, None, None, f"v{i % 2}", t, t + 60))
-    join = {
-        "labels": 1500,
-        "matched": 1440,
-        "unmatched_labels": 50,
-        "duplicates": 4,
-        "wrong_model": 6,
-        "invalid": 0,
-        "predictions": 3000,
-        "labelled_share": 0.48,
-    }
+    join = JOIN
     cur = _profile({"prediction": [p.prediction for p in pairs]}, len(pairs))
     base = _profile({"prediction": [0.2, 0.8] * 50}, 100)
     return evaluate(
@@ -545,7 +537,7 @@ def test_model_quality_section(tmp_path: Path, scene: dict[str, Any]) -> None:
     text = "".join(section.text)
     assert "Model quality" in text and "classification" in text
     # join counts, the labelled share as a percentage
-    for figure in ("1,500", "1,440", "50", "48.0%", "wrong model", "unmatched"):
+    for figure in ("1,500", "1,440", "50", "48.0%", "another model", "matched no prediction"):
         assert figure in text, figure
     # metrics beside the holdout, the violated row highlighted like the violations
     m = quality["metrics"]

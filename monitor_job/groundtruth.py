@@ -227,13 +227,17 @@ class _Joiner:
 
     def record(self, record: dict[str, Any]) -> None:
         rows = record.get("rows")
-        rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
-        event_id = str(record.get("event_id"))
+        raw_id = record.get("event_id")
+        event_id = raw_id if type(raw_id) is str else str(raw_id)
         mine = self.by_event.get(event_id)
+        if mine is None:  # the common case: a prediction nobody has labelled (yet)
+            self.counts.predictions += len(rows) if isinstance(rows, list) else 0
+            return
         if event_id in self.events:
             return
+        rows = [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
         self.counts.predictions += len(rows)
-        if not mine or not rows:
+        if not rows:
             return
         self.events.add(event_id)
         meta = record.get("model")

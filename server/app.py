@@ -70,7 +70,7 @@ class ProxyApp:
     async def startup(self) -> None:
         s = self.settings
         self.runtime = WorkerRuntime(s)
-        predictions = PredictionMetrics(self.registry, s.buckets())
+        predictions = PredictionMetrics(self.registry, s.buckets("prediction"), s.buckets("score"))
         self.capturer = Capturer(
             self.runtime.capture_settings(), on_record=predictions.observe_record
         )
@@ -187,12 +187,9 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
     @app.post(ADMIN_PREFIX + "flush")
     async def flush(request: Request) -> JSONResponse:
         """Flush the capture buffer now (bearer token ``MODELTAP_ADMIN_TOKEN``)."""
-        denied = _authorize(proxy.settings.admin_token, request.headers.get("authorization"))
-        if denied is not None:
-            return denied
-        capturer = proxy.capturer
-        if capturer is None:
-            return JSONResponse({"error": "not started"}, 503)
+        capturer, refused = _admin_write(proxy, request)
+        if refused is not None:
+            return refused
         done = await asyncio.to_thread(capturer.flush, proxy.settings.shutdown_timeout_s)
         return JSONResponse({"flushed": done}, 200 if done else 504)
 
@@ -208,12 +205,9 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
         ``MAX_LABEL_BODY_BYTES``, 503 when the capture buffer could not take
         them all (resend the batch: a repeated label replaces the first).
         """
-        denied = _authorize(proxy.settings.admin_token, request.headers.get("authorization"))
-        if denied is not None:
-            return denied
-        capturer = proxy.capturer
-        if capturer is None:
-            return JSONResponse({"error": "not started"}, 503)
+        capturer, refused = _admin_write(proxy, request)
+        if refused is not None:
+            return refused
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -231,6 +225,16 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
         return JSONResponse(summary, 200 if batch.records else 400)
 
     return app
+
+
+def _admin_write(proxy: ProxyApp, request: Request) -> tuple[Any, JSONResponse | None]:
+    """The capturer for an admin write, or the response refusing it (token, not started)."""
+    denied = _authorize(proxy.settings.admin_token, request.headers.get("authorization"))
+    if denied is not None:
+        return None, denied
+    if proxy.capturer is None:
+        return None, JSONResponse({"error": "not started"}, 503)
+    return proxy.capturer, None
 
 
 def _authorize(token: str | None, header: str | None) -> JSONResponse | None:

@@ -26,12 +26,14 @@ modes. The capture counters of other workers lag by at most
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -298,14 +300,27 @@ class ProxyMetrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05),
             registry=registry,
         ).labels(model)
+        # (method, status) -> the counter's child: ``labels()`` costs ~2 µs a call
+        # (label checks, a lock, a dict lookup); observe went from 6.2-6.6 µs
+        # to 4.4 µs. As small as the set of children the counter holds anyway.
+        self._request_children: dict[tuple[str, int], Any] = {}
 
     def observe(self, method: str, status: int, total: float, upstream: float | None) -> None:
-        m = method if method in _METHODS else "OTHER"
-        self.requests.labels(self.model, m, str(status)).inc()
+        child = self._request_children.get((method, status))
+        if child is None:
+            child = self._request_child(method, status)
+        child.inc()
         self.total.observe(total)
         if upstream is not None:
             self.upstream.observe(upstream)
             self.overhead.observe(max(0.0, total - upstream))
+
+    def _request_child(self, method: str, status: int) -> Any:
+        m = method if method in _METHODS else "OTHER"
+        child = self.requests.labels(self.model, m, str(status))
+        if m != "OTHER":  # unknown methods share one child but are not cached one by one
+            self._request_children[(method, status)] = child
+        return child
 
 
 DEFAULT_PREDICTION_BUCKETS = (
@@ -329,6 +344,66 @@ DEFAULT_PREDICTION_BUCKETS = (
 )
 
 
+#: statistics.json feature -> the histogram whose buckets its quantiles give.
+BASELINE_FEATURES = ("prediction", "score")
+STATISTICS_FILE = "statistics.json"
+
+
+def baseline_buckets(location: str) -> dict[str, tuple[float, ...]]:
+    """Histogram buckets from a monitor baseline's ``statistics.json``.
+
+    ``location``: a path or ``file://`` URL of the file, or of the directory
+    ``modeltap-monitor baseline --out`` wrote it in. For each feature of
+    ``BASELINE_FEATURES`` the file profiles as numeric, the buckets are its
+    quantiles (``features[].modeltap.quantiles``, p01 to p99), sorted and
+    without duplicates; a feature the file lacks (or holds no finite
+    quantiles for) is absent from the result. Read as plain JSON: the proxy
+    does not import the monitor. Raises ``ConfigError`` naming the file when
+    it cannot be read or is not a statistics.json.
+    """
+    path = _local_path(location)
+    if os.path.isdir(path):
+        path = os.path.join(path, STATISTICS_FILE)
+    where = f"MODELTAP_PREDICTION_BASELINE: {path}"
+    try:
+        with open(path, "rb") as fh:
+            doc = json.loads(fh.read())
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:  # JSONDecodeError and bad UTF-8
+        raise ConfigError(f"{where}: not valid JSON: {exc}") from None
+    features = doc.get("features") if isinstance(doc, dict) else None
+    if not isinstance(features, list):
+        raise ConfigError(f"{where}: not a statistics.json (no 'features' list)")
+    found: dict[str, tuple[float, ...]] = {}
+    for feature in features:
+        if not isinstance(feature, dict) or feature.get("name") not in BASELINE_FEATURES:
+            continue
+        extra = feature.get("modeltap")
+        quantiles = extra.get("quantiles") if isinstance(extra, dict) else None
+        if not isinstance(quantiles, dict):
+            continue
+        values = {v for v in map(_number, quantiles.values()) if v is not None}
+        if values:
+            found[str(feature["name"])] = tuple(sorted(values))
+    return found
+
+
+def _local_path(location: str) -> str:
+    parts = urlsplit(location)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ConfigError(
+                f"MODELTAP_PREDICTION_BASELINE={location!r}: a file:// URL must name a local file"
+            )
+        return unquote(parts.path)
+    if len(parts.scheme) > 1:  # one letter: a Windows drive, not a scheme
+        raise ConfigError(
+            f"MODELTAP_PREDICTION_BASELINE={location!r} must be a local path or file:// URL"
+        )
+    return location
+
+
 class PredictionMetrics:
     """Histograms of numeric predictions and ranking scores, per model and version.
 
@@ -337,9 +412,22 @@ class PredictionMetrics:
     Only kept (sampled) records are observed. Non-numeric predictions are
     skipped; a dict prediction contributes its numeric values under
     ``output=<key>``.
+
+    Buckets (``ProxySettings.buckets``): ``MODELTAP_PREDICTION_BUCKETS``
+    (default ``DEFAULT_PREDICTION_BUCKETS``) for both histograms; with
+    ``MODELTAP_PREDICTION_BASELINE``, the baseline's quantiles of its
+    ``prediction`` feature for ``modeltap_prediction`` and of ``score`` for
+    ``modeltap_ranking_score`` (``baseline_buckets``), so each bucket holds a
+    known share of the training distribution (1%, 4%, 20%, 25%, 25%, 20%, 4%,
+    1%) and a shift shows as a change in those shares.
     """
 
-    def __init__(self, registry: CollectorRegistry, buckets: tuple[float, ...]) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        buckets: tuple[float, ...],
+        score_buckets: tuple[float, ...] | None = None,
+    ) -> None:
         from prometheus_client import Histogram
 
         self.prediction = Histogram(
@@ -353,28 +441,37 @@ class PredictionMetrics:
             "modeltap_ranking_score",
             "Scores of captured ranked items",
             ["model", "version"],
-            buckets=buckets,
+            buckets=buckets if score_buckets is None else score_buckets,
             registry=registry,
         )
+
+        # Label values -> child, as in ProxyMetrics (a ranking record observes
+        # one score per item: ``labels()`` per row was ~2 µs each).
+        self._scores: dict[tuple[str, ...], Any] = {}
+        self._predictions: dict[tuple[str, ...], Any] = {}
 
     def observe_record(self, record: dict[str, Any]) -> None:
         model = record.get("model") or {}
         name, version = str(model.get("name")), str(model.get("version") or "")
         for row in record.get("rows") or ():
             if "score" in row:
-                value = _number(row["score"])
-                if value is not None:
-                    self.score.labels(name, version).observe(value)
+                _observe(self.score, self._scores, (name, version), row["score"])
             pred = row.get("prediction")
             if isinstance(pred, dict):
                 for key, v in pred.items():
-                    value = _number(v)
-                    if value is not None:
-                        self.prediction.labels(name, version, str(key)).observe(value)
+                    _observe(self.prediction, self._predictions, (name, version, str(key)), v)
             else:
-                value = _number(pred)
-                if value is not None:
-                    self.prediction.labels(name, version, "").observe(value)
+                _observe(self.prediction, self._predictions, (name, version, ""), pred)
+
+
+def _observe(histogram: Any, children: dict[tuple[str, ...], Any], labels: Any, raw: Any) -> None:
+    """Observe ``raw`` when it is a finite number, through a cached child."""
+    value = _number(raw)
+    if value is not None:
+        child = children.get(labels)
+        if child is None:
+            child = children[labels] = histogram.labels(*labels)
+        child.observe(value)
 
 
 def _number(value: Any) -> float | None:

@@ -9,14 +9,23 @@ the parent exported, so CLI flags reach them as ``MODELTAP_*`` variables
 (``cli_environ``).
 
 Bad settings fail at start with a message naming the variable: a malformed
-upstream URL, an invalid port, or (checked by ``create_app``'s lifespan) a
-sink that cannot be written.
+upstream URL, an invalid port, a ``MODELTAP_PREDICTION_BASELINE`` file that
+cannot be read or is not a statistics.json (named in the message), or
+(checked by ``create_app``'s lifespan) a sink that cannot be written.
+
+Prediction and score histogram buckets: ``MODELTAP_PREDICTION_BUCKETS``
+(comma-separated, increasing), or ``MODELTAP_PREDICTION_BASELINE``: a path or
+``file://`` URL of a monitor baseline's ``statistics.json`` (or of the
+directory ``modeltap-monitor baseline --out`` wrote), whose ``prediction``
+and ``score`` quantiles become the buckets; a feature the file lacks keeps
+the configured buckets, with a warning at start.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import os
 import typing
 from collections.abc import Mapping, Sequence
@@ -26,6 +35,8 @@ from urllib.parse import urlsplit
 
 from capture.errors import ConfigError
 from capture.settings import PREFIX, CaptureSettings, from_env
+
+log = logging.getLogger(__name__)
 
 #: More processes than this on one host is a deployment mistake, not a setting.
 MAX_WORKERS = 64
@@ -46,7 +57,12 @@ class ProxySettings:
     workers: int = 1
     stream_capture: bool = True
     prediction_buckets: tuple[str, ...] = field(default_factory=tuple)
+    prediction_baseline: str | None = None
     capture: CaptureSettings = field(default_factory=CaptureSettings)
+    #: Buckets read from ``prediction_baseline`` at construction, by feature.
+    _baseline: dict[str, tuple[float, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.upstream_url:
@@ -78,10 +94,32 @@ class ProxySettings:
             raise ConfigError("MODELTAP_UPSTREAM_MAX_CONNECTIONS must be >= 1")
         if not 1 <= self.workers <= MAX_WORKERS:
             raise ConfigError(f"MODELTAP_WORKERS={self.workers} must be in 1..{MAX_WORKERS}")
+        if self.prediction_baseline:
+            self._load_baseline(self.prediction_baseline)
 
-    def buckets(self) -> tuple[float, ...]:
+    def _load_baseline(self, location: str) -> None:
+        from server.metrics import BASELINE_FEATURES, baseline_buckets
+
+        found = baseline_buckets(location)  # ConfigError naming the file
+        object.__setattr__(self, "_baseline", found)
+        fallback = "MODELTAP_PREDICTION_BUCKETS" if self.prediction_buckets else "default"
+        for feature in BASELINE_FEATURES:
+            if feature not in found:
+                log.warning(
+                    "MODELTAP_PREDICTION_BASELINE=%s has no quantiles for a numeric %r "
+                    "feature: its histogram uses the %s buckets",
+                    location,
+                    feature,
+                    fallback,
+                )
+
+    def buckets(self, feature: str = "prediction") -> tuple[float, ...]:
+        """Histogram buckets for ``feature`` (``prediction`` or ``score``):
+        the baseline's quantiles when it has them, else the configured ones."""
         from server.metrics import DEFAULT_PREDICTION_BUCKETS
 
+        if feature in self._baseline:
+            return self._baseline[feature]
         return tuple(float(b) for b in self.prediction_buckets) or DEFAULT_PREDICTION_BUCKETS
 
     @classmethod
@@ -93,7 +131,9 @@ class ProxySettings:
 
 def _fields(cls: type[Any]) -> list[tuple[str, Any]]:
     hints = typing.get_type_hints(cls)
-    return [(f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "capture"]
+    return [
+        (f.name, hints[f.name]) for f in dataclasses.fields(cls) if f.name != "capture" and f.init
+    ]
 
 
 def parse_args(

@@ -41,6 +41,19 @@ def test_bad_values_name_the_variable(tmp_path):
     assert p.returncode == 2 and "sample rate" in err
 
 
+def test_bad_prediction_baseline_fails_at_start_naming_the_file(tmp_path):
+    broken = tmp_path / "statistics.json"
+    broken.write_text('{"features": ')
+    for env, expected in (
+        ({"MODELTAP_PREDICTION_BASELINE": str(broken)}, "not valid JSON"),
+        ({"MODELTAP_PREDICTION_BASELINE": (tmp_path / "nope.json").as_uri()}, "cannot read"),
+    ):
+        p = start({"MODELTAP_UPSTREAM_URL": "http://127.0.0.1:1", **env}, tmp_path)
+        _, err = p.communicate(timeout=30)
+        path = env["MODELTAP_PREDICTION_BASELINE"].removeprefix("file://")
+        assert p.returncode == 2 and path in err and expected in err, err
+
+
 def test_unwritable_sink_fails_at_start(tmp_path, model_url):
     (tmp_path / "file").write_text("x")
     p = start(

@@ -31,6 +31,7 @@ Decisions:
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import random
 import re
@@ -94,7 +95,11 @@ os.register_at_fork(after_in_child=_rng.seed)
 
 def header_allowed(name: str, allowlist: frozenset[str]) -> bool:
     """True when ``name`` is allowlisted and does not look like a credential."""
-    lower = name.lower()
+    return _header_allowed(name.lower(), allowlist)
+
+
+@functools.lru_cache(maxsize=4096)  # the same few header names on every record
+def _header_allowed(lower: str, allowlist: frozenset[str]) -> bool:
     return lower in allowlist and not any(marker in lower for marker in CREDENTIAL_MARKERS)
 
 
@@ -132,7 +137,12 @@ def format_time(epoch_s: float) -> str:
     """UTC ISO-8601 with milliseconds and a ``Z``: ``2026-11-22T23:08:42.123Z``."""
     ms = round(epoch_s * 1000)
     secs, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{millis:03d}Z"
+    return _second(secs) + f".{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)  # records of one batch share a few seconds
+def _second(secs: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
 
 
 @dataclass(frozen=True)
@@ -154,7 +164,12 @@ class RecordConfig:
 
 
 def _is_text_type(content_type: str | None) -> bool:
-    return content_type is None or any(t in content_type.lower() for t in _TEXT_TYPES)
+    return content_type is None or _text_type(content_type)
+
+
+@functools.lru_cache(maxsize=256)
+def _text_type(content_type: str) -> bool:
+    return any(t in content_type.lower() for t in _TEXT_TYPES)
 
 
 def _decode_prefix(data: bytes, cut: bool) -> str | None:

@@ -1,13 +1,25 @@
 """Proxy benchmark (issue 4): wrk against the toy model directly, nginx in
 front of it, and the proxy with capture on (100% sampled) and sampled out,
-at 1 and 16 connections, all in one run on this machine.
+at 1 and 16 connections, all in one run on this machine; for a minimal JSON
+prediction (42 B) and a 100-item ranking request (``POST /rank``, ~6 KB in,
+~1 KB out: the rows a ranking capture splits into).
 
     python -m loadtest proxy [--quick] [--seconds=N] [--conns=1,16] [--only=WORD,...]
+                             [--payloads=predict,rank]
+    python -m loadtest proxy --rss [--requests=1000000] [--conns=16]
 
 ``--only`` keeps the rows whose name contains one of the words (``directly``,
 ``nginx``, ``aiohttp``, ``httptools``, ``capture on``, ``sampled out``); the
 servers for the other rows are not started. ``--seconds`` overrides the 15 s
-per cell (5 s with ``--quick``).
+per cell (5 s with ``--quick``). The ranking payload runs against the model,
+nginx and the two proxy rows only (the references are for the hop itself).
+
+``--rss``: the proxy's resident memory over ``--requests`` small JSON
+requests (one million by default, several minutes) at 16 connections with
+capture on at 100%, sampled from ``/proc/<pid>/status`` every
+``RSS_INTERVAL_S`` seconds while wrk runs in 20 s rounds; prints RSS at the
+start (after a warm-up), its maximum and at the end, and the requests and
+records the proxy counted (``/_modeltap/metrics``).
 
 Needs ``wrk`` and ``nginx`` (Debian: ``apt-get install wrk nginx-light``).
 Every server here is one process/worker, on loopback, sharing the 2 cores
@@ -17,12 +29,14 @@ with wrk (one thread).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,8 +45,26 @@ import httpx
 
 BODY = '{"instances": [[0.5, 1.0, 2.0, 3.0, 4.0]]}'
 PATH = "/v1/models/toy:predict"
-LUA = f"""wrk.method = "POST"
-wrk.body = '{BODY}'
+RANK_PATH = "/rank"
+RANK_BODY = json.dumps(
+    {
+        "user_id": "u42",
+        "context": {"page": "home", "device": "mobile"},
+        "items": [
+            {"id": f"item-{i}", "price": round(5 + i * 0.75, 2), "category": f"c{i % 7}"}
+            for i in range(100)
+        ],
+    },
+    separators=(",", ":"),
+)
+#: payload name -> (path, body)
+PAYLOADS = {"predict": (PATH, BODY), "rank": (RANK_PATH, RANK_BODY)}
+RSS_INTERVAL_S = 3.0
+
+
+def lua(body: str) -> str:
+    return f"""wrk.method = "POST"
+wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 """
 
@@ -92,7 +124,7 @@ def _ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def wrk(url: str, connections: int, seconds: int, lua: Path) -> dict[str, float]:
+def wrk(url: str, connections: int, seconds: int, lua: Path, path: str = PATH) -> dict[str, float]:
     out = subprocess.run(
         [
             "wrk",
@@ -102,13 +134,14 @@ def wrk(url: str, connections: int, seconds: int, lua: Path) -> dict[str, float]
             "--latency",
             "-s",
             str(lua),
-            url + PATH,
+            url + path,
         ],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
     mx = _ms(re.search(r"Latency\s+\S+\s+\S+\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -119,6 +152,7 @@ def wrk(url: str, connections: int, seconds: int, lua: Path) -> dict[str, float]
         "p99": p99,
         "max": mx,
         "non2xx": float(errors.group(1)) if errors else 0.0,
+        "requests": float(total),
     }
 
 
@@ -156,86 +190,180 @@ def main(flags: list[str]) -> None:
     if not (shutil.which("wrk") and shutil.which("nginx")):
         print("needs wrk and nginx: apt-get install wrk nginx-light", file=sys.stderr)
         return
+    if "--rss" in flags:
+        rss(flags)
+        return
     seconds = int(_flag(flags, "--seconds", "5" if "--quick" in flags else "15"))
     conn_counts = [int(c) for c in _flag(flags, "--conns", "1,16").split(",")]
     only = [w for w in _flag(flags, "--only", "").split(",") if w]
-    py = sys.executable
-    with tempfile.TemporaryDirectory() as d:
+    payloads = [p for p in _flag(flags, "--payloads", ",".join(PAYLOADS)).split(",") if p]
+    unknown = set(payloads) - set(PAYLOADS)
+    if unknown:
+        print(f"unknown payloads {sorted(unknown)}; choose from {list(PAYLOADS)}", file=sys.stderr)
+        return
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         tmp = Path(d)
-        lua = tmp / "post.lua"
-        lua.write_text(LUA)
-        mport, nport, pon, poff, pmin, pfast = (free_port() for _ in range(6))
-        (tmp / "nginx.conf").write_text(NGINX.format(dir=tmp, model=mport, port=nport))
-
-        def uvicorn(app: str, port: int) -> list[str]:
-            return [
-                py,
-                "-m",
-                "uvicorn",
-                app,
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--no-access-log",
-            ]
-
-        base = {"MODELTAP_UPSTREAM_URL": f"http://127.0.0.1:{mport}", "MODELTAP_MODEL": "toy"}
-        on = {**base, "MODELTAP_PORT": str(pon), "MODELTAP_SINK": str(tmp / "on")}
-        off = {
-            **base,
-            "MODELTAP_PORT": str(poff),
-            "MODELTAP_SINK": str(tmp / "off"),
-            "MODELTAP_SAMPLE_RATE": "0",
-            "MODELTAP_SAMPLE_KEEP_ERRORS": "false",
-            "MODELTAP_SLOW_THRESHOLD_S": "",
-        }
-        minimal = {"MIN_UPSTREAM": f"http://127.0.0.1:{mport}"}
-        # name -> (url, command, environment); the model itself always runs.
-        rows: dict[str, tuple[str, list[str] | None, dict[str, str]]] = {
-            MODEL: (f"http://127.0.0.1:{mport}", None, {}),
-            NGINX_ROW: (f"http://127.0.0.1:{nport}", ["nginx", "-c", str(tmp / "nginx.conf")], {}),
-            AIOHTTP_REF: (
-                f"http://127.0.0.1:{pmin}",
-                uvicorn("loadtest.min_passthrough:app", pmin),
-                minimal,
-            ),
-            HTTPTOOLS_REF: (
-                f"http://127.0.0.1:{pfast}",
-                uvicorn("loadtest.min_passthrough:app_httptools", pfast),
-                minimal,
-            ),
-            CAPTURE_ON: (f"http://127.0.0.1:{pon}", [py, "-m", "server"], on),
-            CAPTURE_OFF: (f"http://127.0.0.1:{poff}", [py, "-m", "server"], off),
-        }
-        if only:
-            rows = {k: v for k, v in rows.items() if any(w in k for w in only)}
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(process(uvicorn("loadtest.toy_model:app", mport)))
-            pids = {
-                name: stack.enter_context(process(cmd, env)).pid
-                for name, (_, cmd, env) in rows.items()
-                if cmd is not None
-            }
-            wait_up(f"http://127.0.0.1:{mport}")
-            for url, _, _ in rows.values():
-                wait_up(url)
-            print(f"# proxy benchmark: wrk -t1, {seconds}s per cell, POST {len(BODY)} B JSON")
-            print("| target | conns | req/s | p50 ms | p99 ms | max ms | non-2xx |")
-            print("| --- | --- | --- | --- | --- | --- | --- |")
-            results = {}
+        scripts = {}
+        for name in payloads:
+            scripts[name] = tmp / f"{name}.lua"
+            scripts[name].write_text(lua(PAYLOADS[name][1]))
+        rows = _rows(tmp)
+        if only:  # the model always runs; its row is measured when asked for
+            rows = {k: v for k, v in rows.items() if k == MODEL or any(w in k for w in only)}
+        pids = _start(stack, rows)
+        measured = [n for n in rows if n != MODEL or not only or any(w in n for w in only)]
+        print(
+            f"# proxy benchmark: wrk -t1, {seconds}s per cell; predict: POST {len(BODY)} B "
+            f"JSON to {PATH}; rank: POST {len(RANK_BODY)} B, 100 items, to {RANK_PATH}"
+        )
+        print("| payload | target | conns | req/s | p50 ms | p99 ms | max ms | non-2xx |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        results: dict[tuple[str, str, int], dict[str, float]] = {}
+        for payload in payloads:
+            path = PAYLOADS[payload][0]
+            names = [n for n in measured if payload == "predict" or n in RANK_ROWS]
             for conns in conn_counts:
-                for name, (url, _, _) in rows.items():
-                    r = wrk(url, conns, seconds, lua)
-                    results[(name, conns)] = r
+                for name in names:
+                    r = wrk(rows[name][0], conns, seconds, scripts[payload], path)
+                    results[(payload, name, conns)] = r
                     print(
-                        f"| {name} | {conns} | {r['rps']:,.0f} | {r['p50']:.2f} | "
+                        f"| {payload} | {name} | {conns} | {r['rps']:,.0f} | {r['p50']:.2f} | "
                         f"{r['p99']:.2f} | {r['max']:.1f} | {r['non2xx']:.0f} |",
                         flush=True,
                     )
-            if CAPTURE_ON in pids:
-                print(f"proxy (capture on) RSS after the run: {rss_mb(pids[CAPTURE_ON]):.0f} MB")
-            _ratios(results)
+        if CAPTURE_ON in pids:
+            print(f"proxy (capture on) RSS after the run: {rss_mb(pids[CAPTURE_ON]):.0f} MB")
+        for payload in payloads:
+            _ratios(payload, {(n, c): r for (p, n, c), r in results.items() if p == payload})
+
+
+def _rows(tmp: Path) -> dict[str, tuple[str, list[str] | None, dict[str, str]]]:
+    """name -> (url, command, environment) of every row; the model's command is None."""
+    py = sys.executable
+    mport, nport, pon, poff, pmin, pfast = (free_port() for _ in range(6))
+    (tmp / "nginx.conf").write_text(NGINX.format(dir=tmp, model=mport, port=nport))
+
+    def uvicorn(app: str, port: int) -> list[str]:
+        return [
+            py,
+            "-m",
+            "uvicorn",
+            app,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+
+    base = {"MODELTAP_UPSTREAM_URL": f"http://127.0.0.1:{mport}", "MODELTAP_MODEL": "toy"}
+    on = {**base, "MODELTAP_PORT": str(pon), "MODELTAP_SINK": str(tmp / "on")}
+    off = {
+        **base,
+        "MODELTAP_PORT": str(poff),
+        "MODELTAP_SINK": str(tmp / "off"),
+        "MODELTAP_SAMPLE_RATE": "0",
+        "MODELTAP_SAMPLE_KEEP_ERRORS": "false",
+        "MODELTAP_SLOW_THRESHOLD_S": "",
+    }
+    minimal = {"MIN_UPSTREAM": f"http://127.0.0.1:{mport}"}
+    return {
+        MODEL: (f"http://127.0.0.1:{mport}", uvicorn("loadtest.toy_model:app", mport), {}),
+        NGINX_ROW: (f"http://127.0.0.1:{nport}", ["nginx", "-c", str(tmp / "nginx.conf")], {}),
+        AIOHTTP_REF: (
+            f"http://127.0.0.1:{pmin}",
+            uvicorn("loadtest.min_passthrough:app", pmin),
+            minimal,
+        ),
+        HTTPTOOLS_REF: (
+            f"http://127.0.0.1:{pfast}",
+            uvicorn("loadtest.min_passthrough:app_httptools", pfast),
+            minimal,
+        ),
+        CAPTURE_ON: (f"http://127.0.0.1:{pon}", [py, "-m", "server"], on),
+        CAPTURE_OFF: (f"http://127.0.0.1:{poff}", [py, "-m", "server"], off),
+    }
+
+
+def _start(
+    stack: contextlib.ExitStack, rows: dict[str, tuple[str, list[str] | None, dict[str, str]]]
+) -> dict[str, int]:
+    """Start the model first, then the other rows; wait until all answer. name -> pid."""
+    pids = {}
+    for name, (_, cmd, env) in sorted(rows.items(), key=lambda kv: kv[0] != MODEL):
+        if cmd is not None:
+            pids[name] = stack.enter_context(process(cmd, env)).pid
+        if name == MODEL:
+            wait_up(rows[MODEL][0])
+    for url, _, _ in rows.values():
+        wait_up(url)
+    return pids
+
+
+def rss(flags: list[str]) -> None:
+    """Resident memory of the proxy (capture on, 100%) over a million requests."""
+    target = int(_flag(flags, "--requests", "1000000").replace("_", ""))
+    conns = int(_flag(flags, "--conns", "16").split(",")[-1])
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
+        tmp = Path(d)
+        script = tmp / "predict.lua"
+        script.write_text(lua(BODY))
+        rows = {k: v for k, v in _rows(tmp).items() if k in (MODEL, CAPTURE_ON)}
+        pid = _start(stack, rows)[CAPTURE_ON]
+        url = rows[CAPTURE_ON][0]
+        wrk(url, conns, 5, script)  # warm-up: pools, caches, first batches
+        samples = [rss_mb(pid)]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(RSS_INTERVAL_S):
+                samples.append(rss_mb(pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        print(
+            f"# proxy RSS: {target:,} POSTs of {len(BODY)} B JSON, wrk -t1 -c{conns}, "
+            f"capture on (100%), RSS sampled every {RSS_INTERVAL_S:.0f} s"
+        )
+        done, rate, t0 = 0, 0.0, time.monotonic()
+        while done < target:
+            # 20 s rounds; the last one sized to end near the target
+            secs = 20 if not rate else max(2, min(20, round((target - done) / rate) + 1))
+            r = wrk(url, conns, secs, script)
+            done += int(r["requests"])
+            rate = r["rps"]
+            print(
+                f"{done:>10,} requests  {rate:,.0f} req/s  p99 {r['p99']:.1f} ms  "
+                f"RSS {rss_mb(pid):.0f} MB",
+                flush=True,
+            )
+        stop.set()
+        sampler.join()
+        samples.append(rss_mb(pid))
+        elapsed = time.monotonic() - t0
+        counts = _scrape(url)
+        print(
+            f"{done:,} requests in {elapsed:.0f} s ({done / elapsed:,.0f} req/s); the proxy "
+            f"counted {counts.get('modeltap_proxy_requests_total', 0):,.0f} requests (with "
+            f"warm-up), {counts.get('modeltap_capture_records_kept_total', 0):,.0f} records kept, "
+            f"{counts.get('modeltap_capture_records_written_total', 0):,.0f} written so far, "
+            f"{counts.get('modeltap_capture_records_dropped_total', 0):,.0f} dropped"
+        )
+        print("| RSS at start (after warm-up) | max | at the end |")
+        print("| --- | --- | --- |")
+        print(f"| {samples[0]:.0f} MB | {max(samples):.0f} MB | {samples[-1]:.0f} MB |")
+
+
+def _scrape(url: str) -> dict[str, float]:
+    """Sample name -> value summed over labels, from the proxy's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/_modeltap/metrics", timeout=10).text
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
 
 
 MODEL = "model directly"
@@ -246,8 +374,12 @@ CAPTURE_ON = "proxy, capture on (100%)"
 CAPTURE_OFF = "proxy, capture sampled out (rate 0)"
 
 
-def _ratios(results: dict[tuple[str, int], dict[str, float]]) -> None:
+RANK_ROWS = (MODEL, NGINX_ROW, CAPTURE_ON, CAPTURE_OFF)
+
+
+def _ratios(payload: str, results: dict[tuple[str, int], dict[str, float]]) -> None:
     """The issue's targets, for the rows that ran."""
+    print(f"{payload}:")
 
     def rps(name: str, conns: int) -> float | None:
         r = results.get((name, conns))

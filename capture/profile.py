@@ -24,11 +24,16 @@ Invariants:
   bytes to datasketches (a corrupt KLL sketch can crash the process).
 
 Speed: updates take a batch (a column of a batch of rows), never one value.
-KLL takes one float64 array per batch; HLL and frequent-items take one call
-per distinct value of the batch (frequent-items with the value's count, and
-only for values frequent enough in the batch to matter, see FREQ_RESOLUTION).
-On 2 shared cores: ~200k rows/s through ``update_rows`` for 20 mixed columns,
-~4M values/s through ``update_numeric``.
+A numeric batch is sorted once: its finite values are a slice, its runs are
+the distinct keys, and KLL takes it whole (sorted, ~2.5x faster than
+shuffled; KLL's error bounds hold for any order). A batch with many distinct
+numbers or strings reaches HLL through numpy ("HLL from numpy" below), a
+small one with one call per distinct key; frequent-items gets one call per
+value frequent enough in the batch to matter (see FREQ_RESOLUTION). Strings
+are counted with ``collections.Counter``, the main cost left for string
+columns. On 2 shared cores (``loadtest/bench_profile.py``): ~0.8M rows/s
+through ``update_columns`` for 20 mixed columns, ~260k rows/s through
+``update_rows`` (batches of 16,384), ~16M values/s through ``update_numeric``.
 
 Example::
 
@@ -42,9 +47,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
+import struct
 import unicodedata
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -69,6 +76,9 @@ MAX_STRING = 256
 # sketch's own bound is 3.5N/1024), and spares a string per value for
 # continuous columns, where nearly every value is distinct.
 FREQ_RESOLUTION = 4096
+# A batch with at least this many distinct numbers or strings feeds HLL
+# through numpy (see "HLL from numpy") rather than one sketch call per key.
+VECTOR_HLL_MIN = 1024
 
 # A canonical key before it becomes text: int (whole numbers in int64 range),
 # float (other finite numbers) or str. HLL hashes ints and floats directly,
@@ -168,9 +178,299 @@ def _classify(v: Any) -> tuple[str, float | None, Key | None]:
     return "other", None, _other_key(v)
 
 
+# -- HLL from numpy ------------------------------------------------------------
+#
+# datasketches' HLL takes one value per call (~60-250 ns). For a batch with
+# many distinct keys, the registers are computed here as the sketch computes
+# them: MurmurHash3_x64_128 (seed 9001) of the key's bytes (an int64 key's 8
+# bytes, a fractional number's float64 bits, a string's UTF-8), register =
+# low lg_k bits of the first hash word, value = 1 + leading zeros of the
+# second (capped at 63). The registers become a serialised HLL_8 image
+# (datasketches' documented binary layout, flagged out of order as a union's
+# result is) that an ``hll_union`` folds into the column's sketch. The
+# sketch ends the same as if every key had been fed to it, except that its
+# estimate is the composite one (as after any merge) rather than HIP.
+# ``_vector_hll()`` is a self-check on first use (~0.15 s, so importing
+# this module stays cheap): registers of numbers and of
+# strings of every length up to 40 must equal datasketches' own, byte for
+# byte, or every batch takes the one-call-per-key path.
+
+_C1, _C2 = np.uint64(0x87C37B91114253D5), np.uint64(0x4CF5AD432745937F)
+_F1, _F2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_HLL_SEED = np.uint64(9001)
+_ADD1, _ADD2 = np.uint64(0x52DCE729), np.uint64(0x38495AB5)
+_HLL_CHUNK = 1 << 14  # keys hashed at a time: scratch stays in cache, no fresh pages
+
+
+def _rotl(x: np.ndarray, r: int, tmp: np.ndarray) -> None:
+    np.right_shift(x, 64 - r, out=tmp)
+    x <<= r
+    x |= tmp
+
+
+def _fmix64(k: np.ndarray, tmp: np.ndarray) -> None:
+    """MurmurHash3's 64-bit finaliser, in place (``tmp``: scratch of the same shape)."""
+    for mult in (_F1, _F2, None):
+        np.right_shift(k, 33, out=tmp)
+        k ^= tmp
+        if mult is not None:
+            k *= mult
+
+
+def _mix_word(
+    h: np.ndarray,
+    word: np.ndarray,
+    ca: np.uint64,
+    cb: np.uint64,
+    r: int,
+    k: np.ndarray,
+    t: np.ndarray,
+) -> None:
+    """``h ^= rotl(word * ca, r) * cb`` (``k``, ``t``: scratch)."""
+    np.multiply(word, ca, out=k)
+    _rotl(k, r, t)
+    k *= cb
+    h ^= k
+
+
+def _stir(h: np.ndarray, other: np.ndarray, r: int, add: np.uint64, t: np.ndarray) -> None:
+    """``h = (rotl(h, r) + other) * 5 + add``."""
+    _rotl(h, r, t)
+    h += other
+    h *= np.uint64(5)
+    h += add
+
+
+class _Scratch:
+    """Buffers for hashing up to ``_HLL_CHUNK`` keys at a time."""
+
+    def __init__(self, size: int) -> None:
+        self.h1, self.h2, self.k, self.t = (np.empty(size, np.uint64) for _ in range(4))
+        self.exp = np.empty(size, np.float64)
+        self.value = np.empty(size, np.uint8)
+
+
+def _hll_registers(reg: np.ndarray, words: np.ndarray, length: int, sc: _Scratch) -> None:
+    """Raise HLL_8 registers ``reg`` (uint8, 2**lg_k) by keys of ``length`` bytes,
+    given as rows of little-endian uint64 words (zero-padded to 16-byte blocks)."""
+    blocks, rem = divmod(length, 16)
+    for i in range(0, words.shape[0], _HLL_CHUNK):
+        w = words[i : i + _HLL_CHUNK]
+        m = w.shape[0]
+        h1, h2, k, t = sc.h1[:m], sc.h2[:m], sc.k[:m], sc.t[:m]
+        h1.fill(_HLL_SEED)
+        h2.fill(_HLL_SEED)
+        for b in range(blocks):  # MurmurHash3_x64_128, body
+            _mix_word(h1, w[:, 2 * b], _C1, _C2, 31, k, t)
+            _stir(h1, h2, 27, _ADD1, t)
+            _mix_word(h2, w[:, 2 * b + 1], _C2, _C1, 33, k, t)
+            _stir(h2, h1, 31, _ADD2, t)
+        if rem > 8:  # tail: a zero word would mix to nothing, so only real ones
+            _mix_word(h2, w[:, 2 * blocks + 1], _C2, _C1, 33, k, t)
+        if rem:
+            _mix_word(h1, w[:, 2 * blocks], _C1, _C2, 31, k, t)
+        h1 ^= np.uint64(length)
+        h2 ^= np.uint64(length)
+        h1 += h2
+        h2 += h1
+        _fmix64(h1, t)
+        _fmix64(h2, t)
+        h1 += h2
+        h2 += h1
+        # Value 1 + leading zeros of h2 (capped at 63): its high half is exact
+        # as a float64, whose biased exponent is bit_length + 1022 (0 for 0).
+        e, v = sc.exp[:m].view(np.uint64), sc.value[:m]
+        np.right_shift(h2, 32, out=t)
+        np.copyto(e.view(np.float64), t, casting="unsafe")
+        e >>= np.uint64(52)
+        np.subtract(1055, e, out=e)
+        np.copyto(v, e, casting="unsafe")
+        if int(t.min()) == 0:  # a high half of zeros: ~1 key in 4 billion
+            low = np.flatnonzero(t == 0)
+            v[low] = _low_values(h2[low])
+        h1 &= np.uint64(reg.size - 1)
+        np.maximum.at(reg, h1.view(np.int64), v)
+
+
+def _low_values(h2: np.ndarray) -> np.ndarray:
+    """Register values of second hash words below 2**32."""
+    bits = np.frexp(h2.astype(np.float64))[1]  # exact below 2**53; 0 for 0
+    values: np.ndarray = (np.minimum(64 - bits, 62) + 1).astype(np.uint8)
+    return values
+
+
+def _hll_numbers(reg: np.ndarray, *arrays: np.ndarray) -> None:
+    """Registers from int64 or float64 keys (each hashed as its 8 bytes)."""
+    for a in arrays:
+        if a.size:
+            words = np.ascontiguousarray(a).view(np.uint64).reshape(-1, 1)
+            _hll_registers(reg, words, 8, _Scratch(min(a.size, _HLL_CHUNK)))
+
+
+def _hll_strings(reg: np.ndarray, buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
+    """Registers from byte strings ``buf[starts[i] : starts[i] + lengths[i]]``
+    (none empty: the sketch ignores empty strings), hashed a length at a time."""
+    if not lengths.size:
+        return
+    order = np.argsort(lengths, kind="stable")
+    lengths = lengths[order]
+    edges = np.flatnonzero(np.diff(lengths)) + 1
+    sc = _Scratch(min(lengths.size, _HLL_CHUNK))
+    for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), lengths.size], strict=True):
+        length = int(lengths[lo])
+        width = -(-length // 16) * 16
+        windows = np.lib.stride_tricks.sliding_window_view(buf, length)  # no copy
+        for c in range(lo, hi, _HLL_CHUNK):
+            rows = starts[order[c : min(hi, c + _HLL_CHUNK)]]
+            mat = np.zeros((rows.size, width), np.uint8)
+            mat[:, :length] = windows[rows]
+            _hll_registers(reg, mat.view("<u8"), length, sc)
+
+
+def _hll_image(reg: np.ndarray) -> bytes:
+    """A serialised HLL_8 sketch in HLL mode holding registers ``reg``."""
+    lg_k = int(reg.size).bit_length() - 1
+    inv = np.ldexp(1.0, -reg.astype(np.int32))
+    high = reg >= 32
+    head = struct.pack(
+        "<8B3d2I",
+        10,  # preamble ints (HLL mode)
+        1,  # serialisation version
+        7,  # family: HLL
+        lg_k,
+        0,  # lg_arr: no aux map for HLL_8
+        8 | 16,  # flags: compact, out of order (composite estimator, no HIP)
+        0,  # cur_min: always 0 for HLL_8
+        2 | 2 << 2,  # mode HLL, target HLL_8
+        0.0,  # HIP accumulator: unused out of order
+        float(inv[~high].sum()),  # kxq0
+        float(inv[high].sum()),  # kxq1
+        int(np.count_nonzero(reg == 0)),  # registers at cur_min (0)
+        0,  # aux count
+    )
+    return head + reg.tobytes()
+
+
+def _hll_self_check() -> bool:
+    """Registers computed here equal datasketches' own (see "HLL from numpy")."""
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-(2**63), 2**63 - 1, 3000, dtype=np.int64)
+    ints[:3] = (0, -1, 1)
+    fracs = rng.normal(size=3000)
+    alphabet = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789-_é€"))
+    strings = ["".join(rng.choice(alphabet, 1 + i % 40)) for i in range(3000)]
+    buf, _, starts, lengths = _string_buffer(strings)
+    cases: list[tuple[list[Any], Any]] = [
+        (ints.tolist(), lambda reg: _hll_numbers(reg, ints)),
+        (fracs.tolist(), lambda reg: _hll_numbers(reg, fracs)),
+        (strings, lambda reg: _hll_strings(reg, buf, starts, lengths)),
+    ]
+    for values, fill in cases:
+        sketch = ds.hll_sketch(HLL_LG_K, ds.HLL_8)
+        _drain(map(sketch.update, values))
+        reg = np.zeros(1 << HLL_LG_K, np.uint8)
+        try:
+            fill(reg)
+            image = ds.hll_sketch.deserialize(_hll_image(reg))
+        except Exception:
+            return False
+        theirs = sketch.serialize_compact()
+        if theirs[40:] != reg.tobytes() or image.serialize_compact()[40:] != theirs[40:]:
+            return False
+        if abs(image.get_estimate() - sketch.get_estimate()) > 0.05 * len(values):
+            return False
+    return True
+
+
+def _plain_strings(
+    keys: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(UTF-8 buffer, starts, lengths, own) of distinct strings, where ``own``
+    marks those that are their own canonical key: not long, ASCII, and not
+    made only of characters a JSON number uses (the others need _str_key).
+    None when a key holds a NUL."""
+    buf, chars, starts, lengths = _string_buffer(keys)
+    if not starts.size:
+        return None
+    # Each key's segment starts at the NUL before it, whose flags are 0.
+    flags = np.bitwise_or.reduceat(chars, np.maximum(starts - 1, 0))
+    own = ((flags & 1) == 1) & (flags < 2) & (lengths <= MAX_STRING)
+    own |= lengths == 0
+    return buf, starts, lengths, own
+
+
+# Per byte of a UTF-8 key: 1 = not a character of a JSON number, 2 = not ASCII.
+_CHAR_FLAGS = bytes(
+    0 if c == 0 or chr(c) in "-+.0123456789eE" else 1 if c < 128 else 3 for c in range(256)
+)
+
+
+def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The keys' UTF-8 bytes joined by NUL, ``_CHAR_FLAGS`` of those bytes, and
+    each key's start and length; empty positions when a key holds a NUL itself."""
+    data = "\x00".join(keys).encode("utf-8", "surrogatepass")
+    buf = np.frombuffer(data, np.uint8)
+    flags = np.frombuffer(data.translate(_CHAR_FLAGS), np.uint8)
+    seps = np.flatnonzero(buf == 0)
+    if seps.size != len(keys) - 1:
+        empty = np.zeros(0, np.intp)
+        return buf, flags, empty, empty
+    bounds = np.empty(len(keys) + 1, np.intp)
+    bounds[0] = -1
+    bounds[1:-1] = seps
+    bounds[-1] = buf.size
+    return buf, flags, bounds[:-1] + 1, np.diff(bounds) - 1
+
+
 def _drain(calls: Iterable[Any]) -> None:
     """Run a lazy ``map`` of calls at C speed."""
     deque(calls, maxlen=0)
+
+
+@functools.cache
+def _vector_hll() -> bool:
+    """Whether the numpy HLL path may be used (its self-check passed)."""
+    return _hll_self_check()
+
+
+def _distinct(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a sorted array: its distinct values, and those frequent enough for
+    frequent-items (count * FREQ_RESOLUTION > size) with their counts."""
+    n = s.size
+    if not n:
+        return s, s, np.zeros(0, np.int64)
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    m = n // FREQ_RESOLUTION
+    if m == 0:  # a small batch: every value counts
+        starts = np.flatnonzero(first)
+        u = s[starts]
+        return u, u, np.diff(starts, append=n)
+    # A value occurs more than m times iff its run covers some s[i] and s[i + m]:
+    # no count per distinct value is needed for the (many) rare ones.
+    heavy = s[m:][s[m:] == s[:-m]]
+    if heavy.size:
+        keep = np.empty(heavy.size, dtype=bool)
+        keep[0] = True
+        np.not_equal(heavy[1:], heavy[:-1], out=keep[1:])
+        heavy = heavy[keep]
+    counts = np.searchsorted(s, heavy, "right") - np.searchsorted(s, heavy, "left")
+    return s[first], heavy, counts
+
+
+def _float_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Key]]:
+    """canonical() keys of non-NaN floats ``u``: whole numbers in int64 range as
+    int64, other finite numbers as themselves, the rest (inf, huge whole
+    numbers) as Python keys."""
+    finite = np.isfinite(u)
+    whole = finite & (u == np.floor(u))
+    small = whole & (np.abs(u) < 2.0**63)
+    if bool(small.all()):
+        return u.astype(np.int64), u[:0], []
+    frac = finite & ~whole
+    odd = [k for k in map(_float_key, u[~(small | frac)].tolist()) if k is not None]
+    return u[small].astype(np.int64), u[frac], odd
 
 
 def _keyed(counts: Mapping[Any, int]) -> dict[Key, int]:
@@ -262,6 +562,8 @@ class ColumnProfile:
         n = len(values)
         if not n:
             return
+        if type(values[0]) is str and self._update_strings(values):
+            return
         tc = set(map(type, values))
         if all(t in _NUMERIC_TYPES for t in tc):
             try:
@@ -275,15 +577,29 @@ class ColumnProfile:
                 if exact:  # ints a float64 cannot tell apart: key the originals
                     self._feed_keys(_keyed(Counter(values)))
                 return
-        if all(t is str or t is type(None) for t in tc):
-            counts = Counter(values)
-            nulls = counts.pop(None, 0)
-            self.count += n
-            self.nulls += nulls
-            self._kinds({"null": nulls, "string": n - nulls})
-            self._feed_keys(_keyed(counts))
+        if all(t is str or t is type(None) for t in tc) and self._update_strings(values):
             return
         self._update_general(values)
+
+    def _update_strings(self, values: Sequence[Any]) -> bool:
+        """The batch if it holds only strings and None (False, untouched, if not).
+        Types are checked on the distinct values: only a str subclass (the
+        same key anyway) could hide behind an equal str."""
+        try:
+            counts = Counter(values)
+        except TypeError:  # unhashable values
+            return False
+        if not all(t is str or t is type(None) for t in set(map(type, counts))):
+            return False
+        nulls = counts.pop(None, 0)
+        self._count_strings(len(values), nulls)
+        self._feed_strings(counts)
+        return True
+
+    def _count_strings(self, n: int, nulls: int) -> None:
+        self.count += n
+        self.nulls += nulls
+        self._kinds({"null": nulls, "string": n - nulls})
 
     def _update_general(self, values: Sequence[Any]) -> None:
         kinds: Counter[str] = Counter()
@@ -314,21 +630,39 @@ class ColumnProfile:
             self.update(a.tolist())
             self.add_nulls(nulls)
             return
-        f = np.require(a, np.float64, ["C", "W"]).ravel()
-        self._numeric(f, 0, keys_from_floats=a.dtype.kind == "f")
-        if a.dtype.kind in "iu":
-            u, c = np.unique(a, return_counts=True)
-            self._feed_keys({_int_key(k): n for k, n in zip(u.tolist(), c.tolist(), strict=True)})
+        if a.dtype.kind == "f":
+            self._numeric(np.require(a, np.float64).ravel(), 0, keys_from_floats=True)
+        else:
+            s = np.sort(a.ravel())
+            self._sorted_numeric(s.astype(np.float64), s.size, 0, 0)
+            if s.size and int(s[-1]) >= _INT64:  # uint64 beyond int64: exact keys one by one
+                u, c = np.unique(s, return_counts=True)
+                keys = zip(u.tolist(), c.tolist(), strict=True)
+                self._feed_keys({_int_key(k): n for k, n in keys})
+            else:
+                self._feed_int_keys(*_distinct(s.astype(np.int64, copy=False)))
         self.add_nulls(nulls)
 
     def _numeric(self, arr: np.ndarray, nulls: int, keys_from_floats: bool) -> None:
         """Count and sketch a float64 array in which ``nulls`` NaNs are nulls."""
-        n = arr.size
-        isnan = np.isnan(arr)
-        nan = int(isnan.sum()) - nulls
-        isfinite = np.isfinite(arr)
-        finite = arr if bool(isfinite.all()) else arr[isfinite]
-        inf = n - nulls - nan - finite.size
+        # One sort serves everything: the finite values are a slice of it
+        # (min, max at its ends), the keys are its runs, and KLL takes a
+        # sorted batch ~2.5x faster than a shuffled one (same error bounds:
+        # KLL's guarantee holds for any order).
+        s = np.sort(arr)  # NaN sort last
+        nans = int(np.count_nonzero(np.isnan(s))) if s.size and np.isnan(s[-1]) else 0
+        valid = s[: s.size - nans]
+        self._sorted_numeric(valid, arr.size, nulls, nans - nulls)
+        if keys_from_floats:
+            self._feed_float_keys(*_distinct(valid))
+
+    def _sorted_numeric(self, valid: np.ndarray, n: int, nulls: int, nan: int) -> None:
+        """Counters, moments and KLL from the sorted non-NaN float64 values of a
+        batch of ``n`` values of which ``nulls`` are null and ``nan`` NaN."""
+        lo = int(np.searchsorted(valid, -np.inf, "right")) if valid.size else 0
+        hi = int(np.searchsorted(valid, np.inf, "left")) if valid.size else 0
+        finite = valid[lo:hi]
+        inf = valid.size - finite.size
         integral = int(np.count_nonzero(finite == np.floor(finite)))
         self.count += n
         self.nulls += nulls
@@ -338,19 +672,20 @@ class ColumnProfile:
             {"null": nulls, "integral": integral, "fractional": finite.size - integral + nan + inf}
         )
         if finite.size:
-            self._moments(finite)
-        if keys_from_floats:
-            u, c = np.unique(arr[~isnan] if nan + nulls else arr, return_counts=True)
-            self._feed_float_keys(u, c)
+            self._moments(finite, lo=float(finite[0]), hi=float(finite[-1]))
 
-    def _moments(self, x: np.ndarray) -> None:
+    def _moments(self, x: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
         nb = x.size
         with np.errstate(all="ignore"):
-            mean_b = float(x.mean())
-            d = x - mean_b
-            m2_b = float(np.dot(d, d))
             total = float(x.sum())  # may overflow to inf near 1e308: kept, not warned
-        lo, hi = float(x.min()), float(x.max())
+            mean_b = total / nb  # what x.mean() computes
+            d = x - mean_b
+            # Not np.dot: OpenBLAS would wake threads that spin on the other
+            # core for a vector this size, for no gain.
+            np.multiply(d, d, out=d)
+            m2_b = float(d.sum())
+        if lo is None or hi is None:
+            lo, hi = float(x.min()), float(x.max())
         self._combine(nb, mean_b, m2_b, total, lo, hi)
         self.kll.update(x)
 
@@ -369,29 +704,77 @@ class ColumnProfile:
         self.min = lo if self.min is None else min(self.min, lo)
         self.max = hi if self.max is None else max(self.max, hi)
 
-    def _feed_float_keys(self, u: np.ndarray, c: np.ndarray) -> None:
-        """HLL and frequent-items from distinct non-NaN floats ``u`` with counts ``c``."""
+    def _hll_fold(self, reg: np.ndarray) -> None:
+        """Fold HLL_8 registers computed in numpy into the sketch (see ``_hll_image``)."""
+        union = ds.hll_union(HLL_LG_K)
+        union.update(self.hll)
+        union.update(ds.hll_sketch.deserialize(_hll_image(reg)))
+        self.hll = union.get_result(ds.HLL_8)
+
+    def _feed_int_keys(self, u: np.ndarray, heavy: np.ndarray, counts: np.ndarray) -> None:
+        """HLL from distinct int64 keys ``u``; frequent-items from the ``heavy``
+        ones with their ``counts`` (see ``_distinct``)."""
+        if u.size >= VECTOR_HLL_MIN and _vector_hll():
+            reg = np.zeros(1 << HLL_LG_K, np.uint8)
+            _hll_numbers(reg, u)
+            self._hll_fold(reg)
+        else:
+            _drain(map(self.hll.update, u.tolist()))
+        _drain(map(self.freq.update, map(str, heavy.tolist()), counts.tolist()))
+
+    def _feed_float_keys(self, u: np.ndarray, heavy: np.ndarray, counts: np.ndarray) -> None:
+        """HLL from distinct non-NaN floats ``u``; frequent-items from the
+        ``heavy`` ones with their ``counts`` (see ``_distinct``)."""
         # Keys as canonical() makes them, without a Python call per value:
         # int64 for whole numbers, the float itself otherwise.
-        finite = np.isfinite(u)
-        whole = finite & (u == np.floor(u))
-        small = whole & (np.abs(u) < 2.0**63)
-        frac = finite & ~whole
-        odd = ~(small | frac)  # inf, whole numbers beyond int64: string keys
-        keep = c * FREQ_RESOLUTION > int(c.sum())
-        hll, freq = self.hll.update, self.freq.update
-        ints, fracs = u[small].astype(np.int64), u[frac]
-        odd_keys = [_float_key(x) for x in u[odd].tolist()]
-        _drain(map(hll, ints.tolist()))
-        _drain(map(hll, fracs.tolist()))
-        _drain(map(hll, odd_keys))
-        k = keep[small]
-        _drain(map(freq, map(str, ints[k].tolist()), c[small][k].tolist()))
-        k = keep[frac]
-        _drain(map(freq, map(repr, fracs[k].tolist()), c[frac][k].tolist()))
-        for key, n, kept in zip(odd_keys, c[odd].tolist(), keep[odd].tolist(), strict=True):
-            if kept and key is not None:
+        ints, fracs, odd = _float_keys(u)
+        if ints.size + fracs.size >= VECTOR_HLL_MIN and _vector_hll():
+            reg = np.zeros(1 << HLL_LG_K, np.uint8)
+            _hll_numbers(reg, ints, fracs)
+            self._hll_fold(reg)
+        else:
+            _drain(map(self.hll.update, ints.tolist()))
+            _drain(map(self.hll.update, fracs.tolist()))
+        _drain(map(self.hll.update, odd))
+        freq = self.freq.update
+        for x, n in zip(heavy.tolist(), counts.tolist(), strict=True):
+            key = _float_key(x)
+            if key is not None:
                 freq(_text(key), n)
+
+    def _feed_strings(self, counts: Mapping[str, int]) -> None:
+        """HLL and frequent-items from a batch's counts of distinct strings."""
+        n = len(counts)
+        keys = list(counts)
+        plain = _plain_strings(keys) if n >= VECTOR_HLL_MIN and _vector_hll() else None
+        if plain is None:
+            self._feed_keys(_keyed(counts))
+            return
+        buf, starts, lengths, own = plain
+        cnt = np.fromiter(counts.values(), np.int64, n)
+        reg = np.zeros(1 << HLL_LG_K, np.uint8)
+        fast = own & (lengths > 0)
+        _hll_strings(reg, buf, starts[fast], lengths[fast])
+        self._hll_fold(reg)
+        other = np.flatnonzero(~own).tolist()
+        rest = _keyed({keys[i]: int(cnt[i]) for i in other}) if other else {}
+        _drain(map(self.hll.update, rest))
+        # canonical() may turn an odd key into one of the plain ones ("1e999" ->
+        # "inf", a Kelvin sign -> "K"): frequent-items gets the sum, once.
+        raw = {keys[i] for i in other}
+        clash = [k for k in rest if isinstance(k, str) and k not in raw and k in counts]
+        if clash:
+            pos = {key: i for i, key in enumerate(keys)}
+            for name in clash:
+                rest[name] += counts[name]
+                own[pos[name]] = False
+        total = int(cnt.sum())
+        freq = self.freq.update
+        for i in np.flatnonzero(own & (cnt * FREQ_RESOLUTION > total)).tolist():
+            freq(keys[i], int(cnt[i]))
+        for key, c in rest.items():
+            if c * FREQ_RESOLUTION > total:
+                freq(_text(key), c)
 
     def _feed_keys(self, keys: Mapping[Key, int]) -> None:
         _drain(map(self.hll.update, keys))

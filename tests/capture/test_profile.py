@@ -478,3 +478,32 @@ def test_a_number_and_its_text_share_a_key(x: int | float) -> None:
     assert key == canonical(str(x))
     if isinstance(x, float) and math.isfinite(x) and x.is_integer():
         assert key == canonical(int(x))
+
+
+@pytest.mark.parametrize("kind", ["ints", "floats", "strings"])
+def test_numpy_hll_path_sets_the_registers_one_call_per_key_would(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Big batches reach HLL through registers computed in numpy; the sketch
+    must end byte for byte as if every key had been fed to datasketches."""
+    from capture import profile as mod
+
+    assert mod._vector_hll()  # the self-check passed, so the fast path runs below
+    rng = np.random.default_rng(11)
+    n = 20_000
+    values: list[Any]
+    if kind == "ints":
+        values = rng.integers(-(10**12), 10**12, n).tolist()
+    elif kind == "floats":  # whole numbers key as ints, others as floats
+        values = [*rng.normal(size=n).tolist(), *map(float, range(2000)), float("inf")]
+    else:  # plain ASCII, accents (NFC), number spellings, long strings, empty
+        plain = [f"user-{i}" for i in rng.integers(0, 10**9, n)]
+        values = [*plain, "café", "cafe\u0301", "1.0", "1e999", "x" * 400, ""]
+    fast = ColumnProfile()
+    fast.update(values)
+    monkeypatch.setattr(mod, "VECTOR_HLL_MIN", 10**9)
+    slow = ColumnProfile()
+    slow.update(values)
+    assert fast.hll.serialize_compact()[40:] == slow.hll.serialize_compact()[40:]
+    assert fast.distinct() == pytest.approx(slow.distinct(), rel=0.02)
+    assert fast.top(5) == slow.top(5)

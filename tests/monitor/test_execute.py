@@ -126,3 +126,43 @@ def test_dask_local_cluster_gives_the_in_process_statistics(tmp_path: Path) -> N
             assert other.cdf(col.quantiles([0.5])) == pytest.approx([0.5], abs=0.02)
         if col.inferred_type() == "String":
             assert dict(other.top(5)) == dict(col.top(5))
+
+
+@pytest.mark.parametrize("switch_at", [0, 700, 1500])
+def test_segments_of_an_object_whose_version_changes_match_their_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch_at: int
+) -> None:
+    """A segment holding every row so far shares the whole profile until its
+    first other row; then (and at the end) it must hold exactly its rows."""
+    import gzip
+
+    import numpy as np
+
+    from capture.profile import DatasetProfile
+    from monitor_job import execute
+
+    write_captures(tmp_path / "c", normal_instances(2000, seed=8), T0, 600, flush_max_records=5000)
+    (ref,) = list_captures(str(tmp_path / "c"), T0, None)
+    records = list(read_records(ref))
+    versions = ["1" if i < switch_at or i >= 1800 else "2" for i in range(len(records))]
+    for rec, version in zip(records, versions, strict=True):
+        rec["model"]["version"] = version
+    path = Path(ref.location) / ref.key
+    path.write_bytes(gzip.compress(b"\n".join(orjson.dumps(r) for r in records)))
+    monkeypatch.setattr(execute, "BATCH_ROWS", 256)
+    part = execute.Partial.from_bytes(execute.profile_object(ref, None, None, segments=["f1"]))
+
+    f0 = np.array([r["rows"][0]["features"]["f0"] for r in records])
+    f1 = [r["rows"][0]["features"]["f1"] for r in records]
+    expected = {"": np.ones(len(records), bool)}
+    for v in ("1", "2"):
+        expected[f"model.version={v}"] = np.array(versions) == v
+    for cat in set(f1):
+        expected[f"f1={cat}"] = np.array(f1) == cat
+    expected = {key: mask for key, mask in expected.items() if mask.any()}
+    assert set(part.profiles) == set(expected)
+    for key, mask in expected.items():
+        col = part.profiles[key].columns["f0"]
+        assert col.count == mask.sum(), key
+        assert col.mean == pytest.approx(f0[mask].mean()), key
+        assert isinstance(part.profiles[key], DatasetProfile)

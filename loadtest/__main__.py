@@ -1,15 +1,18 @@
-"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [--quick]``."""
+"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [profile] [monitor]
+[--quick]`` (``profile`` also takes ``--no-reference``; ``monitor`` ``--full``)."""
 
 from __future__ import annotations
 
 import sys
 
-from loadtest import bench_capture, bench_payloads, bench_proxy
+from loadtest import bench_capture, bench_monitor, bench_payloads, bench_profile, bench_proxy
 
 SUITES = {
     "capture": bench_capture.main,
     "payloads": bench_payloads.main,
     "proxy": bench_proxy.main,
+    "profile": bench_profile.main,
+    "monitor": bench_monitor.main,
 }
 
 

@@ -1,0 +1,60 @@
+"""The profile and monitor benchmarks run end to end on tiny inputs and print
+their tables (``python -m loadtest profile monitor --quick``): no timing is
+checked, only that every figure came out. The whylogs reference is skipped
+(it needs its own venv); generated data goes to a temporary directory."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from loadtest import bench_monitor, bench_profile
+
+NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
+
+
+@pytest.fixture
+def bench_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MODELTAP_BENCH_DIR", str(tmp_path))
+    monkeypatch.setattr(bench_profile, "BENCH_DIR", tmp_path)
+    monkeypatch.setattr(bench_monitor, "BENCH_DIR", tmp_path)
+    return tmp_path
+
+
+def test_profile_suite_prints_its_table(
+    bench_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench_profile.main(["--quick", "--rows=4000", "--no-reference"])
+    out = capsys.readouterr().out
+    row = re.search(r"^\| modeltap `DatasetProfile.update_columns` \|(.*)$", out, re.M)
+    assert row, out
+    cells = [c.strip() for c in row.group(1).split("|") if c.strip()]
+    assert re.fullmatch(f"{NUMBER} rows/s", cells[0]) and re.fullmatch(f"{NUMBER} rows/s", cells[1])
+    assert re.fullmatch(rf"{NUMBER} MB \({NUMBER} MB\)", cells[2])
+    assert "reference: whylogs not run: skipped" in out
+    assert (bench_dir / "profile-frame-4000.npz").exists()
+
+
+def test_monitor_suite_prints_its_table(
+    bench_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench_monitor.main(["--quick", "--rows=2000", "--train-rows=2000", "--no-fixed"])
+    out = capsys.readouterr().out
+    for model, records in (("scorer", "2,000"), ("ranker", "200")):
+        row = re.search(rf"^\| {model} \(.*?\) \|(.*)$", out, re.M)
+        assert row, out
+        cells = [c.strip() for c in row.group(1).split("|")][:-1]
+        assert cells[:2] == [records, "2,000"], cells
+        assert re.fullmatch(NUMBER, cells[2])  # objects
+        assert re.fullmatch(f"{NUMBER} s", cells[3]) and re.fullmatch(f"{NUMBER} s", cells[4])
+        assert re.fullmatch(NUMBER, cells[5])  # rows/s
+        assert re.fullmatch(f"{NUMBER} MB", cells[6])
+    assert "target peak RSS" in out
+
+
+def test_suites_are_registered() -> None:
+    from loadtest.__main__ import SUITES
+
+    assert SUITES["profile"] is bench_profile.main and SUITES["monitor"] is bench_monitor.main

@@ -27,6 +27,18 @@ T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 HOUR = 3600.0
 
 
+def assert_binary_metrics_match_sklearn(m: dict[str, Any], y: np.ndarray, p: np.ndarray) -> None:
+    """Binary metrics at threshold 0.5 equal scikit-learn's on labels ``y``, scores ``p``."""
+    pred = (p >= 0.5).astype(int)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["precision"] == pytest.approx(skm.precision_score(y, pred))
+    assert m["recall"] == pytest.approx(skm.recall_score(y, pred))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    assert m["log_loss"] == pytest.approx(skm.log_loss(y, p))
+    assert m["positive_rate"] == pytest.approx(pred.mean())
+
+
 def pair(
     label: Any,
     prediction: Any = None,
@@ -74,16 +86,9 @@ def test_binary_matches_sklearn() -> None:
     y, p = binary_data(800, seed=1)
     pairs = [pair(int(a), float(b), score=float(b)) for a, b in zip(y, p, strict=True)]
     m = compute(pairs, "classification")
-    pred = (p >= 0.5).astype(int)
     assert m["task"] == "classification" and m["average"] == "binary" and m["positive"] == "1"
     assert m["n"] == 800 and m["invalid"] == 0 and m["probabilities"] == 800
-    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
-    assert m["precision"] == pytest.approx(skm.precision_score(y, pred))
-    assert m["recall"] == pytest.approx(skm.recall_score(y, pred))
-    assert m["f1"] == pytest.approx(skm.f1_score(y, pred))
-    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y, p))
-    assert m["log_loss"] == pytest.approx(skm.log_loss(y, p))
-    assert m["positive_rate"] == pytest.approx(pred.mean())
+    assert_binary_metrics_match_sklearn(m, y, p)
     assert m["label_positive_rate"] == pytest.approx(y.mean())
     assert m["mean_score"] == pytest.approx(p.mean())
     assert 0 <= m["calibration_error"] <= 1

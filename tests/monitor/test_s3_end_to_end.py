@@ -14,6 +14,7 @@ import pytest
 
 from monitor_job.cli import main
 from tests.monitor.scenario import normal_instances, training_csv, write_captures
+from tests.monitor.test_cli import run_cli
 
 DAY = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
@@ -52,22 +53,8 @@ def test_a_day_of_captures_on_s3_against_a_training_csv_on_s3(
     write_captures(sink, normal_instances(1200, seed=12, shift=1.0), noon, 12 * 3600, **capture)
 
     out = f"{bucket}/reports/2026-11-20"
-    code = main(
-        [
-            "run",
-            "--captures",
-            sink,
-            "--baseline",
-            f"{bucket}/baseline",
-            "--out",
-            out,
-            "--start",
-            DAY.isoformat(),
-            "--end",
-            (DAY + timedelta(days=1)).isoformat(),
-            "--no-previous",
-        ]
-    )
+    day = ["--start", DAY.isoformat(), "--end", (DAY + timedelta(days=1)).isoformat()]
+    code = run_cli(sink, f"{bucket}/baseline", out, *day, "--no-previous")
     assert code == 1
 
     def read(name: str) -> bytes:
@@ -101,24 +88,10 @@ def test_a_day_of_captures_on_s3_against_a_training_csv_on_s3(
     label_file = str(tmp_path / "labels.jsonl")
     assert main(["labels", "--file", label_file, "--sink", sink, "--model", "m"]) == 0
     now = datetime.now(timezone.utc)
-    main(
-        [
-            "run",
-            "--captures",
-            sink,
-            "--baseline",
-            f"{bucket}/baseline",
-            "--out",
-            f"{bucket}/reports/labels",
-            "--start",
-            (now - timedelta(hours=1)).isoformat(),
-            "--end",
-            (now + timedelta(hours=1)).isoformat(),
-            "--label-lookback",
-            f"{(now - DAY).days + 1}d",
-            "--no-previous",
-        ]
-    )
+    hour = [f"--start={now - timedelta(hours=1):%Y-%m-%dT%H:%M:%S%z}"]
+    hour.append(f"--end={now + timedelta(hours=1):%Y-%m-%dT%H:%M:%S%z}")
+    lookback = ["--label-lookback", f"{(now - DAY).days + 1}d", "--no-previous"]
+    run_cli(sink, f"{bucket}/baseline", f"{bucket}/reports/labels", *hour, *lookback)
     body = s3.get_object(Bucket=s3_bucket, Key="reports/labels/statistics.json")["Body"]
     quality = orjson.loads(body.read())["modeltap"]["model_quality"]
     assert quality["join"]["matched"] == len(labels) and quality["join"]["unmatched"] == 0

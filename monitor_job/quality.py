@@ -968,7 +968,16 @@ def evaluate(
         "bias": bias,
     }
     if not pairs:
-        out["notes"].append("no labelled predictions in the window")
+        # Silent when labels are simply not used (no holdout, none received):
+        # a note on every run would teach people to skip the notes.
+        received = int(_real(join.get("labels")) or 0)
+        if received:
+            out["notes"].append(
+                f"{received:,} labels received in the window, none joined to a captured "
+                "prediction (see the join counts)"
+            )
+        elif holdout or join.get("invalid"):
+            out["notes"].append("no labels received in the window: model quality not measured")
         return out
     name = infer_task(pairs, task)
     data = _prepare(pairs, name, **kw)

@@ -624,7 +624,14 @@ def test_evaluate_no_pairs_and_config_options() -> None:
         current=cur,
     )
     assert doc["task"] is None and doc["metrics"] == {} and doc["violations"] == []
-    assert doc["notes"] == ["no labelled predictions in the window"]
+    assert doc["notes"] == ["no labels received in the window: model quality not measured"]
+    quiet = evaluate([], join={"labels": 0}, holdout=None, config=None, start=T0, end=T0 + HOUR)
+    assert quiet["notes"] == []  # labels not in use: nothing to say on every run
+    lost = evaluate([], join={"labels": 3}, holdout=None, config=None, start=T0, end=T0 + HOUR)
+    assert lost["notes"] == [
+        "3 labels received in the window, none joined to a captured prediction "
+        "(see the join counts)"
+    ]
     assert doc["bias"]["current_mean"] == pytest.approx(0.7)
     assert_clean_json(doc)
     pairs = [pair(1, None, score=0.6), pair(0, None, score=0.4)]

@@ -573,14 +573,14 @@ def test_model_quality_section_robust(tmp_path: Path, scene: dict[str, Any]) -> 
         "holdout": None,
         "deltas": {},
         "violations": [],
-        "notes": ["no labelled predictions in the window"],
+        "notes": ["no labels received in the window: model quality not measured"],
         "bias": {},
     }
     raw = render_report(tmp_path / "b.html", **scene, quality=empty).read_text(encoding="utf-8")
     section = Page()
     section.feed(_quality_html(raw))
     text = "".join(section.text)
-    assert "no labelled predictions in the window" in text
+    assert "no labels received in the window: model quality not measured" in text
     assert not [t for t, _ in section.tags if t == "img"]
     # odd values: missing keys, None, wrong types, a series of junk render as dashes
     odd: dict[str, Any] = {

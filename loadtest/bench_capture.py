@@ -188,7 +188,7 @@ def bench_memory_sink_down(n: int, cap_mb: int) -> None:
 
 def bench_seaweed(n: int) -> None:
     from capture.sinks.s3 import S3Sink
-    from tests.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
+    from loadtest.seaweed import ACCESS_KEY, SECRET_KEY, SeaweedServer
 
     os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY)
     with tempfile.TemporaryDirectory() as d:

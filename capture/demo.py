@@ -33,14 +33,45 @@ from capture.capturer import Capturer
 from capture.record import new_event_id
 from capture.types import Exchange
 
+#: The toy model's feature columns, in instance order.
+COLUMNS = ("f0", "f1", "f2")
+CHANNELS = ("web", "ios", "android")
+
+
+def instance(i: int, drift: bool, rng: random.Random) -> list[Any]:
+    """The ``i``-th request's features: ``f0`` ~ N(0, 1), or N(1.5, 1) once drifted."""
+    shift = 1.5 if drift else 0.0
+    return [round(rng.gauss(shift, 1.0), 4), rng.choice(CHANNELS), i % 7]
+
+
+def true_label(x: float, drift: bool, rng: random.Random) -> int:
+    """The outcome of a request whose ``f0`` is ``x``: Bernoulli(the model's score)
+    before the drift; after it the world moved too, and the shifted inputs mean
+    less than the model thinks (it over-predicts positives), so its quality drops."""
+    logit = x - 3.0 if drift else x
+    return int(rng.random() < 1 / (1 + math.exp(-logit)))
+
+
+def write_training(out: Path, rng: random.Random, rows: int = 5000) -> tuple[Path, Path]:
+    """Undrifted training data (``train.csv``, with ``label``) and the model's
+    holdout accuracy on it (``holdout.json``), for ``modeltap-monitor baseline``."""
+    out.mkdir(parents=True, exist_ok=True)
+    train = out / "train.csv"
+    right = 0
+    with train.open("w") as fh:
+        fh.write(",".join(COLUMNS) + ",label\n")
+        for i in range(rows):
+            x = rng.gauss(0.0, 1.0)
+            y = int(rng.random() < 1 / (1 + math.exp(-x)))
+            right += int((x >= 0) == bool(y))  # the model's call: score >= 0.5
+            fh.write(f"{x:.4f},{rng.choice(CHANNELS)},{i % 7},{y}\n")
+    holdout = out / "holdout.json"
+    holdout.write_text(json.dumps({"accuracy": round(right / rows, 4)}))
+    return train, holdout
+
 
 def _exchange(i: int, drift: bool, rng: random.Random) -> Exchange:
-    shift = 1.5 if drift else 0.0
-    features: list[Any] = [
-        round(rng.gauss(shift, 1.0), 4),
-        rng.choice(["web", "ios", "android"]),
-        i % 7,
-    ]
+    features = instance(i, drift, rng)
     score = 1 / (1 + math.exp(-float(features[0])))
     req = json.dumps({"instances": [features]}).encode()
     resp = json.dumps({"predictions": [round(score, 6)]}).encode()
@@ -63,12 +94,8 @@ def _exchange(i: int, drift: bool, rng: random.Random) -> Exchange:
 
 
 def _outcome(exchange: Exchange, drift: bool, rng: random.Random) -> dict[str, Any]:
-    """The true label of an exchange: Bernoulli(the model's score) before the
-    drift; after it the world moved too, and the shifted inputs mean less than
-    the model thinks (it over-predicts positives), so its quality drops."""
     x = json.loads(exchange.request_body)["instances"][0][0]
-    logit = x - 3.0 if drift else x
-    return {"event_id": exchange.event_id, "label": int(rng.random() < 1 / (1 + math.exp(-logit)))}
+    return {"event_id": exchange.event_id, "label": true_label(x, drift, rng)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,18 +153,7 @@ def _monitor(captures: Path, out: Path, began: float, rng: random.Random) -> int
     except ImportError as exc:  # the capture alone is installed
         print(f"monitor skipped ({exc}); install modeltap[monitor] to run it")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    train = out / "train.csv"
-    right = 0
-    with train.open("w") as fh:
-        fh.write("f0,f1,f2,label\n")
-        for i in range(5000):
-            x = rng.gauss(0.0, 1.0)
-            y = int(rng.random() < 1 / (1 + math.exp(-x)))
-            right += int((x >= 0) == bool(y))  # the model's call: score >= 0.5
-            fh.write(f"{x:.4f},{rng.choice(['web', 'ios', 'android'])},{i % 7},{y}\n")
-    holdout = out / "holdout.json"
-    holdout.write_text(json.dumps({"accuracy": round(right / 5000, 4)}))
+    train, holdout = write_training(out, rng)
     baseline = out / "baseline"
     base_args = ["--data", str(train), "--out", str(baseline), "--label", "label"]
     if monitor(["baseline", *base_args, "--holdout-metrics", str(holdout)]) != 0:

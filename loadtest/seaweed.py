@@ -58,7 +58,7 @@ REGION = "us-east-1"
 READY_BUCKET = "seaweed-ready"
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: on Linux, SIGKILL it if its parent dies hard.
 
     (The kernel signals when the *thread* that started it ends, so call
@@ -232,7 +232,7 @@ class SeaweedServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group: stop() kills all of it
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 cwd=self.data_dir,
                 env=env,
             )

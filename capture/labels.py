@@ -223,8 +223,8 @@ def parse_labels(body: bytes, *, model: str, now: float, source: str = "api") ->
     batch = LabelBatch()
     entries, bad = _entries(body)
     bad_at = dict(bad)
-    if not entries and bad:
-        batch.reject(0, bad[0][1])
+    if not entries:  # an empty array or {"labels": []} is refused with a reason too
+        batch.reject(0, bad[0][1] if bad else "no label entries in the batch")
         return batch
     for i, entry in enumerate(entries):
         if i in bad_at:

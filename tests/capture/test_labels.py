@@ -138,7 +138,9 @@ def test_bad_lines_of_jsonl_are_counted_and_the_rest_kept():
     assert batch.errors[0]["error"].startswith("line 2: invalid JSON")
 
 
-@pytest.mark.parametrize("body", [b"", b"   \n", b"\xff\xfe\x00garbage", b"[1, 2", b"null"])
+@pytest.mark.parametrize(
+    "body", [b"", b"   \n", b"\xff\xfe\x00garbage", b"[1, 2", b"null", b"[]", b'{"labels": []}']
+)
 def test_unusable_bodies_accept_nothing_and_say_why(body):
     batch = parse(body)
     assert batch.records == []

@@ -164,6 +164,7 @@ class DiskSpool:
         self._offsets: dict[int, int] = {}  # segment id -> offset of first unacknowledged entry
         self._unreadable: set[int] = set()
         self._total = self._seq = 0
+        self._refused = 0  # size of the last entry refused for space (0: none since a write)
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._lockfd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -246,6 +247,7 @@ class DiskSpool:
             if self._closed:
                 raise SpoolError(f"spool {self.directory} is closed")
             if self._total + size > self.max_bytes:
+                self._refused = size
                 raise SpoolFullError(f"spool {self.directory} full ({self.max_bytes} bytes)")
             current = self._sizes.get(self._active, 0)
             if current and current + size > self.segment_bytes:
@@ -261,11 +263,35 @@ class DiskSpool:
                 self._undo(current)
                 raise SpoolError(f"cannot write to spool {self.directory}: {exc}") from exc
             self._seq += 1
+            self._refused = 0
             self._sizes[self._active] = current + size
             self._pending[self._active] += records
             self._total += size
         self.stats.add("spooled_records", records)
         self.stats.add("spooled_batches")
+
+    def check(self) -> None:
+        """Raise unless the spool could take a batch now (for readiness probes).
+
+        ``SpoolFullError`` while the last batch refused for space would still
+        not fit; ``SpoolError`` when the directory does not take a one-byte
+        file (gone, read-only, out of space or inodes).
+        """
+        with self._lock:
+            if self._refused and self._total + self._refused > self.max_bytes:
+                raise SpoolFullError(
+                    f"spool {self.directory} full ({self._total} of {self.max_bytes} bytes)"
+                )
+        probe = self.directory / f".probe-{os.getpid()}-{threading.get_ident()}"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, b"x")
+            finally:
+                os.close(fd)
+            probe.unlink()
+        except OSError as exc:
+            raise SpoolError(f"spool {self.directory} not writable: {exc}") from exc
 
     def _create(self) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)

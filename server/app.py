@@ -102,6 +102,7 @@ class ProxyApp:
             await asyncio.to_thread(self.runtime.stop_background)
         if self.capturer is not None:
             await asyncio.to_thread(self.capturer.close, self.settings.shutdown_timeout_s)
+            _log_final_counts(self.capturer.stats.snapshot())
         if self.runtime is not None:
             await asyncio.to_thread(self.runtime.close)
 
@@ -122,6 +123,24 @@ class ProxyApp:
                 return
 
 
+def _log_final_counts(snap: dict[str, Any]) -> None:
+    """One line at exit with what this process captured, so a restart's
+    accounting survives in the log (the counters start again at zero)."""
+    dropped = ",".join(f"{k}={v}" for k, v in sorted(snap.get("dropped", {}).items()) if v)
+    log.info(
+        "capture closed: offered=%d kept=%d sampled_out=%d written=%d spooled=%d "
+        "replayed=%d spool_pending=%d dropped={%s}",
+        snap.get("offered", 0),
+        snap.get("kept", 0),
+        snap.get("sampled_out", 0),
+        snap.get("records_written", 0),
+        snap.get("spooled_records", 0),
+        snap.get("replayed_records", 0),
+        snap.get("spool_records", 0),
+        dropped,
+    )
+
+
 def create_app(settings: ProxySettings, *, registry: CollectorRegistry | None = None) -> ProxyApp:
     """The proxy app for ``settings`` (serve it with uvicorn, lifespan on)."""
     return ProxyApp(settings, registry=registry)
@@ -138,6 +157,52 @@ async def _plain(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+#: OpenAPI documentation of the admin routes' answers (served at
+#: ``/_modeltap/openapi.json``; the fuzz test checks responses against it).
+_ERROR_DOC: dict[str, Any] = {
+    "description": "refused or failed: a JSON object saying why",
+    "content": {"application/json": {"schema": {"type": "object"}}},
+}
+_WRITE_DOCS: dict[int | str, dict[str, Any]] = {
+    401: _ERROR_DOC,  # bad or missing bearer token
+    403: _ERROR_DOC,  # admin writes disabled: no MODELTAP_ADMIN_TOKEN
+    503: _ERROR_DOC,  # not started, or (ground truth) the buffer was full: resend
+    504: _ERROR_DOC,  # flush: not done within the shutdown timeout
+}
+_LABEL: dict[str, Any] = {
+    "type": "object",
+    "required": ["event_id", "label"],
+    "properties": {
+        "event_id": {"type": "string"},
+        "label": {"type": ["boolean", "number", "string"]},
+        "item_id": {"type": "string"},
+        "time": {"type": ["string", "number"]},
+        "model": {"type": "string"},
+    },
+}
+_LABELS_DOC: dict[str, Any] = {
+    "required": True,
+    "description": 'A label, an array of labels, {"labels": [...]}, or JSONL of labels; '
+    "each entry is validated on its own (see capture.labels).",
+    "content": {
+        "application/json": {
+            "schema": {
+                "anyOf": [
+                    _LABEL,
+                    {"type": "array", "items": _LABEL},
+                    {
+                        "type": "object",
+                        "required": ["labels"],
+                        "properties": {"labels": {"type": "array", "items": _LABEL}},
+                    },
+                ]
+            }
+        },
+        "application/x-ndjson": {"schema": {"type": "string"}},
+    },
+}
+
+
 def _admin_app(proxy: ProxyApp) -> FastAPI:
     app = FastAPI(
         title="modeltap admin",
@@ -151,9 +216,10 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
         """The process is alive."""
         return {"status": "ok"}
 
-    @app.get(ADMIN_PREFIX + "readyz")
+    @app.get(ADMIN_PREFIX + "readyz", responses={503: _ERROR_DOC})
     async def readyz() -> JSONResponse:
-        """Upstream reachable (any HTTP answer) and sink writable."""
+        """Upstream reachable (any HTTP answer), sink writable, and the spool
+        (when configured) writable and not full."""
         checks: dict[str, Any] = {}
         pool, capturer = proxy.pool, proxy.capturer
         if pool is None or capturer is None:
@@ -169,9 +235,20 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
         except CaptureError as exc:
             checks["sink"] = f"not writable: {exc}"
         ready = checks["upstream"].startswith("HTTP") and checks["sink"] == "writable"
+        if capturer.spool is not None:
+            try:
+                await asyncio.to_thread(capturer.spool.check)
+                checks["spool"] = f"writable, {capturer.spool.pending_records()} records waiting"
+            except CaptureError as exc:
+                checks["spool"] = f"not writable: {exc}"
+                ready = False
         return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
 
-    @app.get(ADMIN_PREFIX + "metrics")
+    @app.get(
+        ADMIN_PREFIX + "metrics",
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}}},
+    )
     async def metrics() -> Response:
         """Prometheus text exposition (summed over workers when there are several)."""
         runtime = proxy.runtime
@@ -184,7 +261,7 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
 
         return Response(await asyncio.to_thread(collect), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post(ADMIN_PREFIX + "flush")
+    @app.post(ADMIN_PREFIX + "flush", responses=_WRITE_DOCS)
     async def flush(request: Request) -> JSONResponse:
         """Flush the capture buffer now (bearer token ``MODELTAP_ADMIN_TOKEN``)."""
         capturer, refused = _admin_write(proxy, request)
@@ -193,7 +270,11 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
         done = await asyncio.to_thread(capturer.flush, proxy.settings.shutdown_timeout_s)
         return JSONResponse({"flushed": done}, 200 if done else 504)
 
-    @app.post(ADMIN_PREFIX + "ground-truth")
+    @app.post(
+        ADMIN_PREFIX + "ground-truth",
+        responses={**_WRITE_DOCS, 400: _ERROR_DOC, 413: _ERROR_DOC},
+        openapi_extra={"requestBody": _LABELS_DOC},
+    )
     async def ground_truth(request: Request, model: str | None = None) -> JSONResponse:
         """Post ground-truth labels (bearer token ``MODELTAP_ADMIN_TOKEN``).
 

@@ -165,6 +165,27 @@ def test_full_spool_refuses_whole_batches_and_stays_usable(tmp_path):
     assert spool.size_bytes() < 1000
 
 
+def test_check_reports_full_until_the_refused_batch_would_fit_and_a_gone_directory(tmp_path):
+    d = tmp_path / "spool"
+    spool = DiskSpool(d, max_bytes=1000, fsync=False)
+    spool.check()
+    spool.write(key(1), b"x" * 600, 1)
+    spool.check()  # nothing refused yet
+    with pytest.raises(SpoolFullError):
+        spool.write(key(2), b"y" * 600, 1)
+    with pytest.raises(SpoolFullError, match="full"):
+        spool.check()
+    spool.replay(DictSink())
+    spool.check()  # the refused batch would fit now
+    for p in d.iterdir():
+        p.unlink()
+    d.rmdir()
+    d.write_text("a file where the directory was")
+    with pytest.raises(SpoolError, match="not writable") as info:
+        spool.check()
+    assert not isinstance(info.value, SpoolFullError)
+
+
 def test_restart_replays_what_the_previous_process_wrote(tmp_path):
     d = tmp_path / "spool"
     first = DiskSpool(d, fsync=False)

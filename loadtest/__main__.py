@@ -1,11 +1,19 @@
-"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [profile] [monitor]
-[--quick]`` (``profile`` also takes ``--no-reference``; ``monitor`` ``--full``)."""
+"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [profile] [monitor] [soak]
+[--quick]`` (``profile`` also takes ``--no-reference``; ``monitor`` ``--full``;
+``soak`` ``--minutes``, ``--rate``, ``--outage-s``)."""
 
 from __future__ import annotations
 
 import sys
 
-from loadtest import bench_capture, bench_monitor, bench_payloads, bench_profile, bench_proxy
+from loadtest import (
+    bench_capture,
+    bench_monitor,
+    bench_payloads,
+    bench_profile,
+    bench_proxy,
+    soak,
+)
 
 SUITES = {
     "capture": bench_capture.main,
@@ -13,6 +21,7 @@ SUITES = {
     "proxy": bench_proxy.main,
     "profile": bench_profile.main,
     "monitor": bench_monitor.main,
+    "soak": soak.main,
 }
 
 

@@ -83,8 +83,8 @@ class ServerProcess:
 
     @classmethod
     def proxy(cls, env: dict[str, str], log_path: Path, **kw: Any) -> ServerProcess:
-        """``python -m server`` with ``env`` (``MODELTAP_*``) on a free port."""
-        port = free_port()
+        """``python -m server`` with ``env``, on its ``MODELTAP_PORT`` or a free port."""
+        port = int(env.get("MODELTAP_PORT") or free_port())
         env = {**env, "MODELTAP_PORT": str(port), "MODELTAP_HOST": "127.0.0.1"}
         return cls([sys.executable, "-m", "server"], port=port, log_path=log_path, env=env, **kw)
 
@@ -197,7 +197,7 @@ def capture_counts(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """One request of a ``SteadyLoad``: when it was sent (monotonic), how long
     it took, its status (0: no HTTP answer) and the id it was sent with."""

@@ -58,3 +58,39 @@ def test_suites_are_registered() -> None:
     from loadtest.__main__ import SUITES
 
     assert SUITES["profile"] is bench_profile.main and SUITES["monitor"] is bench_monitor.main
+
+
+@pytest.mark.slow
+def test_soak_suite_prints_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """A few seconds of the soak (outage and restart included) on the real stack."""
+    from loadtest import soak
+
+    soak.main(["--minutes=0.25", "--rate=60", "--outage-s=2"])
+    out = capsys.readouterr().out
+    figures = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|$", out, re.M))
+    assert figures["**lost** (answered, no record)"] == "**0**", out
+    assert (
+        figures["duplicated event ids"] == "0" and figures["proxy exit codes (SIGTERM)"] == "0, 0"
+    )
+    sent = int(figures["requests sent"].replace(",", ""))
+    answered = int(figures["answered (2xx)"].replace(",", ""))
+    assert sent > 500 and answered > 0.8 * sent  # only the restart gap goes unanswered
+    kept = int(figures["records kept"].replace(",", ""))
+    assert (
+        kept
+        == answered
+        == int(figures["records in S3 (distinct event ids)"].split()[0].replace(",", ""))
+    )
+    phases = re.findall(
+        r"^\| (before the outage|S3 outage|after the outage|proxy restart.*?|after the restart) \|",
+        out,
+        re.M,
+    )
+    assert len(phases) == 5 and "Proxy RSS (MB)" in out
+
+
+def test_soak_is_registered() -> None:
+    from loadtest import soak
+    from loadtest.__main__ import SUITES
+
+    assert SUITES["soak"] is soak.main

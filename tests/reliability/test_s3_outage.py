@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from loadtest.harness import SteadyLoad, between, capture_counts, s3_env, s3_event_ids, summarize
 from tests.support import wait_for
 
@@ -36,6 +38,7 @@ def _env(endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 def test_s3_outage_with_spool_changes_nothing_for_clients_and_loses_nothing(
     toy_model, start_proxy, seaweed, s3_bucket, s3_proxy, tmp_path
 ):
@@ -75,6 +78,7 @@ def test_s3_outage_with_spool_changes_nothing_for_clients_and_loses_nothing(
     assert max(in_s3.values()) == 1  # exactly once per event id
 
 
+@pytest.mark.slow
 def test_s3_down_without_spool_keeps_memory_under_the_cap_and_counts_every_drop(
     toy_model, start_proxy, seaweed, s3_bucket, s3_proxy, tmp_path
 ):
@@ -122,6 +126,7 @@ def proxy_flush(proxy) -> int:
     return r.status_code
 
 
+@pytest.mark.slow
 def test_sigkill_under_load_then_restart_replays_the_spool(
     toy_model, start_proxy, seaweed, s3_bucket, s3_proxy, tmp_path
 ):

@@ -43,6 +43,8 @@ from pathlib import Path
 
 import httpx
 
+from loadtest.harness import free_port, rss_mb
+
 BODY = '{"instances": [[0.5, 1.0, 2.0, 3.0, 4.0]]}'
 PATH = "/v1/models/toy:predict"
 RANK_PATH = "/rank"
@@ -67,14 +69,6 @@ def lua(body: str) -> str:
 wrk.body = '{body}'
 wrk.headers["Content-Type"] = "application/json"
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_up(url: str, timeout: float = 30) -> None:
@@ -106,14 +100,6 @@ def process(cmd: list[str], env: dict[str, str] | None = None) -> Iterator[subpr
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _ms(text: str) -> float:

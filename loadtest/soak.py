@@ -76,8 +76,8 @@ def main(flags: list[str]) -> None:
 def run(tmp: Path, seconds: float, rate: float, outage_s: float) -> dict[str, Any]:
     import os
 
+    from loadtest.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedServer
     from tests.faults import TcpProxy
-    from tests.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedServer
 
     os.environ.update(
         AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION=REGION

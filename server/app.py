@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 ADMIN_PREFIX = "/_modeltap/"
 MAX_HEADER_BYTES = 1 << 20
 MAX_LABEL_BODY_BYTES = 16 << 20  # one posted label batch (~150k labels)
+#: How long readyz waits for each capture check (a Kubernetes probe's default timeout is 1 s).
+CHECK_TIMEOUT_S = 0.5
 
 
 class ProxyApp:
@@ -217,9 +219,18 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
         return {"status": "ok"}
 
     @app.get(ADMIN_PREFIX + "readyz", responses={503: _ERROR_DOC})
-    async def readyz() -> JSONResponse:
-        """Upstream reachable (any HTTP answer), sink writable, and the spool
-        (when configured) writable and not full."""
+    async def readyz(strict: bool = False) -> JSONResponse:
+        """Ready for traffic: the upstream answers (any HTTP status).
+
+        The capture's own checks (sink writable; spool, when configured,
+        writable and not full) are reported beside it, with ``"capture":
+        "ok"`` or ``"degraded"``, but do not make the proxy unready: a load
+        balancer that pulled every replica during an S3 outage would turn a
+        capture outage into a model outage, while the spool or the buffer
+        absorbs it (and drops are counted). ``?strict=true`` counts them too,
+        for a check that must know capture works. Each capture check gets
+        ``CHECK_TIMEOUT_S``, so a sink that hangs cannot stall the probe.
+        """
         checks: dict[str, Any] = {}
         pool, capturer = proxy.pool, proxy.capturer
         if pool is None or capturer is None:
@@ -229,20 +240,16 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
                 checks["upstream"] = f"HTTP {resp.status}"
         except UpstreamError as exc:
             checks["upstream"] = f"unreachable: {type(exc).__name__}"
-        try:
-            await asyncio.to_thread(capturer.check)
-            checks["sink"] = "writable"
-        except CaptureError as exc:
-            checks["sink"] = f"not writable: {exc}"
-        ready = checks["upstream"].startswith("HTTP") and checks["sink"] == "writable"
+        checks["sink"] = await _capture_check(capturer.check, "writable")
         if capturer.spool is not None:
-            try:
-                await asyncio.to_thread(capturer.spool.check)
-                checks["spool"] = f"writable, {capturer.spool.pending_records()} records waiting"
-            except CaptureError as exc:
-                checks["spool"] = f"not writable: {exc}"
-                ready = False
-        return JSONResponse({"ready": ready, "checks": checks}, 200 if ready else 503)
+            pending = capturer.spool.pending_records()
+            checks["spool"] = await _capture_check(
+                capturer.spool.check, f"writable, {pending} records waiting"
+            )
+        capture_ok = all(v.startswith("writable") for k, v in checks.items() if k != "upstream")
+        ready = checks["upstream"].startswith("HTTP") and (capture_ok or not strict)
+        body = {"ready": ready, "capture": "ok" if capture_ok else "degraded", "checks": checks}
+        return JSONResponse(body, 200 if ready else 503)
 
     @app.get(
         ADMIN_PREFIX + "metrics",
@@ -306,6 +313,17 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
         return JSONResponse(summary, 200 if batch.records else 400)
 
     return app
+
+
+async def _capture_check(check: Any, ok: str) -> str:
+    """``ok``, or ``"not writable: why"`` when ``check`` raised or overran."""
+    try:
+        await asyncio.wait_for(asyncio.to_thread(check), CHECK_TIMEOUT_S)
+    except CaptureError as exc:
+        return f"not writable: {exc}"
+    except asyncio.TimeoutError:
+        return f"not writable: no answer within {CHECK_TIMEOUT_S} s"
+    return ok
 
 
 def _admin_write(proxy: ProxyApp, request: Request) -> tuple[Any, JSONResponse | None]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from loadtest.harness import SteadyLoad, between, capture_counts, s3_env, s3_event_ids, summarize
@@ -51,7 +52,10 @@ def test_s3_outage_with_spool_changes_nothing_for_clients_and_loses_nothing(
         time.sleep(4)
         t_down = time.monotonic()
         s3_proxy.down()
-        time.sleep(6)
+        probes = []
+        for _ in range(6):  # what a Kubernetes readiness probe sees meanwhile
+            time.sleep(1)
+            probes.append(httpx.get(proxy.url + "/_modeltap/readyz", timeout=5))
         t_up = time.monotonic()
         s3_proxy.up()
         time.sleep(4)
@@ -67,6 +71,11 @@ def test_s3_outage_with_spool_changes_nothing_for_clients_and_loses_nothing(
         assert phase["error_share"] <= before["error_share"] + 0.002, (before, phase)
         assert phase["p50"] <= max(3 * before["p50"], before["p50"] + 15), (before, phase)
         assert phase["p99"] <= before["p99"] + 250, (before, phase)
+    # S3 down must not take the proxy out of a load balancer: that would turn
+    # a capture outage into a model outage. readyz says what is wrong, as 200.
+    assert [p.status_code for p in probes] == [200] * 6, [p.text for p in probes]
+    last = probes[-1].json()
+    assert last["capture"] == "degraded" and last["checks"]["sink"].startswith("not writable")
     assert wait_for(lambda: capture_counts(proxy.metrics()).get("spool_records") == 0, 60)
     counts = capture_counts(proxy.metrics())
     assert counts["spooled_records"] > 0 and counts["replayed_records"] > 0  # the outage hit

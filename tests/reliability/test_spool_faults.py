@@ -2,8 +2,9 @@
 full (``MODELTAP_SPOOL_MAX_BYTES`` reached) or unwritable (its directory
 replaced by a file, as when a volume goes away; chmod cannot stop root, who
 runs these tests). Drops are counted with their reason, ``readyz`` says what
-is wrong, every client request is still answered, and once the spool and S3
-are back the proxy is ready again."""
+is wrong (the proxy stays ready for traffic; ``?strict=true`` is not), every
+client request is still answered, and once the spool and S3 are back the
+capture is "ok" again."""
 
 from __future__ import annotations
 
@@ -42,11 +43,15 @@ def test_spool_full_or_unwritable_is_counted_reported_and_survived(
     with SteadyLoad(proxy.url, 100) as load:
         assert wait_for(lambda: capture_counts(proxy.metrics())["dropped"].get(reason, 0) > 0, 30)
         r = httpx.get(proxy.url + "/_modeltap/readyz")
+        strict = httpx.get(proxy.url + "/_modeltap/readyz", params={"strict": "true"})
         time.sleep(0.5)
     results = load.snapshot()
     assert results and all(x.status == 200 for x in results)  # clients never noticed
     assert httpx.get(proxy.url + "/_modeltap/healthz").status_code == 200
-    assert r.status_code == 503
+    # still ready for traffic (capture trouble must not pull the proxy out
+    # of a load balancer), degraded, and not ready when asked strictly
+    assert r.status_code == 200 and r.json()["capture"] == "degraded"
+    assert strict.status_code == 503 and strict.json()["checks"] == r.json()["checks"]
     spool_check = r.json()["checks"]["spool"]
     assert spool_check.startswith("not writable") and (
         "full" in spool_check if fault == "full" else "Not a directory" in spool_check
@@ -57,8 +62,8 @@ def test_spool_full_or_unwritable_is_counted_reported_and_survived(
     s3_proxy.up()
 
     def ready_again() -> bool:
-        r = httpx.get(proxy.url + "/_modeltap/readyz")
-        return r.status_code == 200 and r.json()["checks"]["spool"].startswith("writable")
+        r = httpx.get(proxy.url + "/_modeltap/readyz", params={"strict": "true"})
+        return r.status_code == 200 and r.json()["capture"] == "ok"
 
     assert wait_for(ready_again, 30)
     c = capture_counts(proxy.metrics())

@@ -21,7 +21,7 @@ def test_healthz_and_readyz(proxy):
     assert httpx.get(proxy.url + "/_modeltap/healthz").json() == {"status": "ok"}
     r = httpx.get(proxy.url + "/_modeltap/readyz")
     assert r.status_code == 200 and r.json()["ready"] is True
-    assert r.json()["checks"]["sink"] == "writable"
+    assert r.json()["checks"]["sink"] == "writable" and r.json()["capture"] == "ok"
 
 
 def test_readyz_reports_an_unreachable_upstream(tmp_path):
@@ -29,6 +29,19 @@ def test_readyz_reports_an_unreachable_upstream(tmp_path):
         r = httpx.get(p.url + "/_modeltap/readyz")
         assert httpx.get(p.url + "/_modeltap/healthz").status_code == 200
     assert r.status_code == 503 and r.json()["checks"]["upstream"].startswith("unreachable")
+
+
+def test_readyz_stays_ready_when_only_the_capture_fails_unless_strict(model_url, tmp_path):
+    sink = tmp_path / "c"
+    with run_proxy(model_url, sink) as p:
+        sink.rmdir()
+        sink.write_text("the sink directory is gone")
+        r = httpx.get(p.url + "/_modeltap/readyz")
+        strict = httpx.get(p.url + "/_modeltap/readyz?strict=true")
+    assert r.status_code == 200 and r.json()["ready"] is True
+    assert r.json()["capture"] == "degraded"
+    assert r.json()["checks"]["sink"].startswith("not writable")
+    assert strict.status_code == 503 and strict.json()["ready"] is False
 
 
 def test_flush_needs_the_token_and_is_refused_without_one(proxy, model_url, tmp_path):

@@ -192,6 +192,7 @@ class CaptureBuffer:
         self._outstanding: set[int] = set()
         self._seq = 0
         self._closing = False
+        self._dropping = False  # dropping for buffer_full since the last accepted item
         self._deadline = float("inf")
         self._sink_down = False
         self._failing = False  # an outage is being logged
@@ -238,8 +239,19 @@ class CaptureBuffer:
                     self._seal_locked("count")
                 elif self._current_bytes >= cfg.max_bytes:
                     self._seal_locked("size")
+                if self._dropping:
+                    self._dropping = False
+                    log.warning("capture buffer has room again: records are kept")
                 return True
+            first_drop = full and not self._dropping
+            self._dropping = self._dropping or full
         self.stats.drop("buffer_full" if full else "shutdown")
+        if first_drop:  # once per episode: the counter has the numbers
+            log.warning(
+                "capture buffer full (%d bytes held): new records are dropped, counted as "
+                "buffer_full, until uploads catch up",
+                cfg.max_buffer_bytes,
+            )
         return False
 
     # -- control ------------------------------------------------------------

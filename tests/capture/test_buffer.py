@@ -78,16 +78,21 @@ def test_manual_flush_waits_for_delivery(tmp_path):
     buf.close()
 
 
-def test_memory_cap_drops_newest_and_counts(tmp_path):
+def test_memory_cap_drops_newest_and_counts(tmp_path, caplog):
     sink, buf = make(tmp_path, max_records=5, max_bytes=10_000, max_buffer_bytes=10_000)
     sink.gate.clear()  # the sink hangs: nothing leaves memory
     accepted = sum(buf.offer(rec(i), 1000) for i in range(50))
     assert accepted == 10
     assert buf.stats.dropped("buffer_full") == 40
     assert buf.depth() == (10, 10_000)
+    full = [r for r in caplog.records if "capture buffer full" in r.getMessage()]
+    assert len(full) == 1 and full[0].levelname == "WARNING"  # once, not 40 times
     sink.gate.set()
+    assert buf.flush(timeout=10)
+    assert buf.offer(rec(50), 1000)
+    assert any("has room again" in r.getMessage() for r in caplog.records)
     buf.close()
-    assert len(all_records(sink.root)) == 10
+    assert len(all_records(sink.root)) == 11
     assert buf.depth() == (0, 0)
 
 

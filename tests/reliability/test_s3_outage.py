@@ -122,6 +122,8 @@ def test_s3_down_without_spool_keeps_memory_under_the_cap_and_counts_every_drop(
     assert proxy.stop() == 0
     in_s3 = s3_event_ids(seaweed.client(), s3_bucket)
     assert sum(in_s3.values()) == c["records_written"] and max(in_s3.values()) == 1
+    log = proxy.log()  # the operator is told once per episode, not once per record
+    assert log.count("capture buffer full") == 1
 
 
 def proxy_flush(proxy) -> int:

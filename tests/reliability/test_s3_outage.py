@@ -169,3 +169,37 @@ def test_sigkill_under_load_then_restart_replays_the_spool(
     assert old_enough <= set(in_s3), sorted(old_enough - set(in_s3))[:5]
     lost = set(answered) - set(in_s3)
     assert len(lost) <= (bound_s + 0.5) * RATE, len(lost)
+
+
+@pytest.mark.slow
+def test_sigterm_while_s3_is_down_spools_everything_and_the_next_start_delivers_it(
+    toy_model, start_proxy, seaweed, s3_bucket, s3_proxy, tmp_path
+):
+    """SIGTERM under load with S3 unreachable: in-flight requests are
+    answered, the buffer goes to the spool within the shutdown deadline
+    (exit 0), and the next process on the same spool delivers it: 0 lost."""
+    spool = str(tmp_path / "spool")
+    env = _env(s3_proxy.url, s3_bucket, MODELTAP_SPOOL_DIR=spool, MODELTAP_SPOOL_REPLAY_S="0.5")
+    env["MODELTAP_UPSTREAM_URL"] = toy_model.url
+    env["MODELTAP_FLUSH_MAX_AGE_S"] = "60"  # most records are still in memory at the signal
+    env["MODELTAP_SHUTDOWN_TIMEOUT_S"] = "10"
+    proxy = start_proxy(env)
+    s3_proxy.down()
+    with SteadyLoad(proxy.url, RATE) as load:
+        time.sleep(3)
+        t0 = time.monotonic()
+        code = proxy.stop()
+        took = time.monotonic() - t0
+    results = load.snapshot()
+    assert code == 0 and took < 10 + 5, took
+    answered = {r.request_id for r in results if r.status == 200}
+    assert len(answered) > 300
+    assert all(
+        r.status in (0, 200) for r in results
+    )  # refused after the listener closed, or answered
+    s3_proxy.up()
+    again = start_proxy(env)
+    assert wait_for(lambda: capture_counts(again.metrics()).get("spool_records") == 0, 60)
+    assert again.stop() == 0
+    in_s3 = s3_event_ids(seaweed.client(), s3_bucket)
+    assert set(in_s3) == answered and max(in_s3.values()) == 1

@@ -25,8 +25,10 @@ newest item is dropped (``buffer_full``). With a spool configured, a batch goes
 to the spool instead of the sink when the sink has failed
 ``attempts_before_spool`` times, when it is known to be down, or when the
 buffer is over half full (``spill``), so memory drains to disk rather than
-dropping. Without a spool, a failing batch is retried until ``close``; what is
-still unwritten at the close deadline is counted as ``shutdown`` drops.
+dropping; such batches are spooled by the flusher itself, so a sink that
+hangs (holding every upload thread) cannot fill memory either. Without a
+spool, a failing batch is retried until ``close``; what is still unwritten at
+the close deadline is counted as ``shutdown`` drops.
 
 Every record is accounted for in ``CaptureStats``: written, spooled or
 dropped with a reason.
@@ -331,7 +333,21 @@ class CaptureBuffer:
                 self.stats.drop("encode_error", len(batch.items))
                 self._finish(batch)
                 continue
-            self._uploads.submit(self._deliver, batch, encoded)
+            if self.spool is not None and self._should_spill():
+                self._spill(batch, encoded)
+            else:
+                self._uploads.submit(self._deliver, batch, encoded)
+
+    def _spill(self, batch: _Batch, encoded: list[_Encoded]) -> None:
+        """Straight to the spool, from the flusher: a sink that stops answering
+        (a blackholed S3 waits out every timeout) can hold all the upload
+        threads, and batches queued behind them would fill memory."""
+        try:
+            for obj in encoded:
+                self.stats.flushed("spill")
+                self._to_spool(obj)
+        finally:
+            self._finish(batch)
 
     def _encode(self, batch: _Batch) -> list[_Encoded]:
         """One gzip JSONL object per (kind, model) of the batch's records.

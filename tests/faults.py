@@ -3,6 +3,9 @@
 ``TcpProxy(target_port)`` listens on its own loopback port and forwards bytes
 to the target. ``down()`` closes the listener (new connections are refused)
 and resets every open connection; ``up()`` listens again on the same port.
+``stall()`` is a blackhole (a network partition rather than a dead server):
+open connections are reset, new ones are accepted and then never answered;
+``up()`` resets those and forwards again.
 Tests point a client at the proxy to give a real server a real outage
 without restarting it (a SeaweedFS restart takes 20-60 s here).
 """
@@ -19,6 +22,8 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
+        self._held: set[socket.socket] = set()
+        self._stalled = False
         self._listener: socket.socket | None = None
         self.port = 0
         self.up()
@@ -28,6 +33,9 @@ class TcpProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def up(self) -> None:
+        with self._lock:
+            self._stalled, held, self._held = False, self._held, set()
+        _reset_all(held)
         with self._lock:
             if self._listener is not None:
                 return
@@ -43,18 +51,21 @@ class TcpProxy:
         with self._lock:
             listener, self._listener = self._listener, None
             conns, self._conns = self._conns, set()
+            held, self._held = self._held, set()
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)
             listener.close()
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.setsockopt(
-                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                )
-                conn.close()  # linger 0: the peer sees a reset
+        _reset_all(conns | held)
 
     close = down
+
+    def stall(self) -> None:
+        """Accept but never answer (until ``up()``); open connections are reset."""
+        with self._lock:
+            self._stalled = True
+            conns, self._conns = self._conns, set()
+        _reset_all(conns)
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
@@ -62,6 +73,10 @@ class TcpProxy:
                 client, _ = listener.accept()
             except OSError:
                 return
+            with self._lock:
+                if self._stalled:
+                    self._held.add(client)  # read nothing, answer nothing
+                    continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:
@@ -89,3 +104,12 @@ class TcpProxy:
             with self._lock:
                 self._conns.discard(src)
                 self._conns.discard(dst)
+
+
+def _reset_all(conns: set[socket.socket]) -> None:
+    for conn in conns:
+        with contextlib.suppress(OSError):
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            conn.close()  # linger 0: the peer sees a reset

@@ -294,3 +294,30 @@ def test_full_spool_counts_drops(tmp_path):
     s = stats.snapshot()
     assert s["dropped"]["spool_full"] > 0
     assert s["spooled_records"] + s["dropped"]["spool_full"] == 20
+
+
+def test_a_hung_sink_spills_to_the_spool_instead_of_dropping(tmp_path):
+    """A sink that stops answering (a blackholed S3: every put waits out its
+    timeouts) holds every upload thread. Batches that close meanwhile go to
+    the spool from the flusher once memory is over half the cap, so a spool
+    means no buffer_full drops even then."""
+    sink, spool, buf = make_spooled(
+        tmp_path, max_records=10, max_bytes=10_000, max_buffer_bytes=10_000
+    )
+    sink.gate.clear()  # every put hangs
+    accepted, held = 0, []
+    try:
+        for i in range(300):
+            accepted += buf.offer(rec(i), 100)
+            if i % 10 == 9:
+                wait_for(lambda: buf.depth()[1] <= 6_000, timeout=1)
+                held.append(buf.depth()[1])
+        spooled, dropped = buf.stats.get("spooled_records"), buf.stats.dropped()
+    finally:
+        sink.gate.set()  # else the hung upload threads outlive the test
+    assert accepted == 300 and dropped == 0, (accepted, dropped)
+    assert spooled >= 200 and max(held) <= 6_000, (spooled, held)
+    assert wait_for(lambda: spool.is_empty(), timeout=10)
+    buf.close()
+    ids = [r["event_id"] for r in all_records(sink.root)]
+    assert sorted(ids) == sorted(f"e{i}" for i in range(300))

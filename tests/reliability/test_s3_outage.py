@@ -203,3 +203,43 @@ def test_sigterm_while_s3_is_down_spools_everything_and_the_next_start_delivers_
     assert again.stop() == 0
     in_s3 = s3_event_ids(seaweed.client(), s3_bucket)
     assert set(in_s3) == answered and max(in_s3.values()) == 1
+
+
+@pytest.mark.slow
+def test_s3_that_stops_answering_fills_the_spool_not_memory(
+    toy_model, start_proxy, seaweed, s3_bucket, s3_proxy, tmp_path
+):
+    """A blackholed S3 (connections accepted, never answered: a partition,
+    not a dead server) holds every upload thread for its timeouts. With a
+    spool nothing is dropped: once memory is over half the cap, batches go
+    to the spool from the flusher. Afterwards every answered id is in S3
+    exactly once."""
+    cap = 256 * 1024
+    env = _env(
+        s3_proxy.url,
+        s3_bucket,
+        MODELTAP_SPOOL_DIR=str(tmp_path / "spool"),
+        MODELTAP_SPOOL_REPLAY_S="0.5",
+        MODELTAP_BUFFER_MAX_BYTES=str(cap),
+        MODELTAP_FLUSH_MAX_BYTES=str(16 * 1024),
+    )
+    env["MODELTAP_UPSTREAM_URL"] = toy_model.url
+    proxy = start_proxy(env)
+    held = []
+    with SteadyLoad(proxy.url, RATE) as load:
+        time.sleep(1)
+        s3_proxy.stall()
+        for _ in range(12):
+            time.sleep(0.5)
+            held.append(capture_counts(proxy.metrics())["buffer_bytes"])
+        s3_proxy.up()
+        time.sleep(1)
+    results = load.snapshot()
+    assert all(r.status == 200 for r in results) and len(results) > 900
+    c = capture_counts(proxy.metrics())
+    assert sum(c["dropped"].values()) == 0 and c["spooled_records"] > 0, c
+    assert max(held) <= cap, held
+    assert wait_for(lambda: capture_counts(proxy.metrics()).get("spool_records") == 0, 90)
+    assert proxy.stop() == 0
+    in_s3 = s3_event_ids(seaweed.client(), s3_bucket)
+    assert set(in_s3) == {r.request_id for r in results} and max(in_s3.values()) == 1

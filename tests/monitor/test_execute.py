@@ -141,9 +141,16 @@ def test_segments_of_an_object_whose_version_changes_match_their_rows(
     from capture.profile import DatasetProfile
     from monitor_job import execute
 
-    write_captures(tmp_path / "c", normal_instances(2000, seed=8), T0, 600, flush_max_records=5000)
-    (ref,) = list_captures(str(tmp_path / "c"), T0, None)
-    records = list(read_records(ref))
+    caps = tmp_path / "c"
+    write_captures(
+        caps, normal_instances(2000, seed=8), T0, 600, flush_max_records=5000, flush_max_age_s=1e6
+    )
+    refs = list_captures(str(caps), T0, None)  # one object, unless a flush came early
+    records = [rec for r in refs for rec in read_records(r)]
+    records.sort(key=lambda rec: rec["time"])
+    ref = refs[0]
+    for other in refs[1:]:
+        (Path(other.location) / other.key).unlink()
     versions = ["1" if i < switch_at or i >= 1800 else "2" for i in range(len(records))]
     for rec, version in zip(records, versions, strict=True):
         rec["model"]["version"] = version

@@ -29,7 +29,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
+
+from capture.errors import ConfigError
+from capture.sinks import local_path
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -260,14 +263,12 @@ def open_location(location: str) -> Location:
         if not parsed.netloc:
             raise InputError(f"{location}: no bucket in the S3 URL")
         return S3Location(parsed.netloc, parsed.path)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            raise InputError(f"{location}: a file URL must be file:///absolute/path")
-        path = unquote(parsed.path)
-    elif parsed.scheme and len(parsed.scheme) > 1:  # a Windows drive letter is not a scheme
+    try:
+        path = local_path(location)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
+    if path is None:
         raise InputError(f"{location}: unsupported scheme {parsed.scheme!r} (use a path or s3://)")
-    else:
-        path = location
     return LocalLocation(Path(path).expanduser().absolute())
 
 

@@ -33,7 +33,6 @@ import re
 import threading
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,6 +40,7 @@ from prometheus_client.multiprocess import MultiProcessCollector, mark_process_d
 from prometheus_client.registry import Collector
 
 from capture.errors import ConfigError
+from capture.sinks import local_path
 from capture.stats import CaptureStats
 
 log = logging.getLogger(__name__)
@@ -390,18 +390,15 @@ def baseline_buckets(location: str) -> dict[str, tuple[float, ...]]:
 
 
 def _local_path(location: str) -> str:
-    parts = urlsplit(location)
-    if parts.scheme == "file":
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigError(
-                f"MODELTAP_PREDICTION_BASELINE={location!r}: a file:// URL must name a local file"
-            )
-        return unquote(parts.path)
-    if len(parts.scheme) > 1:  # one letter: a Windows drive, not a scheme
+    try:
+        path = local_path(location)
+    except ConfigError as exc:
+        raise ConfigError(f"MODELTAP_PREDICTION_BASELINE: {exc}") from None
+    if path is None:
         raise ConfigError(
             f"MODELTAP_PREDICTION_BASELINE={location!r} must be a local path or file:// URL"
         )
-    return location
+    return path
 
 
 class PredictionMetrics:

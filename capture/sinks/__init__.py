@@ -13,7 +13,7 @@ from capture.errors import ConfigError
 from capture.sinks.local import LocalSink
 from capture.types import Sink
 
-__all__ = ["LocalSink", "Sink", "sink_from_url"]
+__all__ = ["LocalSink", "Sink", "local_path", "sink_from_url"]
 
 
 def sink_from_url(url: str, **s3_options: Any) -> Sink:
@@ -32,10 +32,24 @@ def sink_from_url(url: str, **s3_options: Any) -> Sink:
             raise ConfigError(f"sink URL {url!r} has no bucket")
         sink: Sink = S3Sink(parsed.netloc, parsed.path.strip("/"), **s3_options)
         return sink
+    path = local_path(url)
+    if path is None:
+        raise ConfigError(f"unsupported sink URL scheme {parsed.scheme!r} in {url!r}")
+    return LocalSink(path)
+
+
+def local_path(url: str) -> str | None:
+    """The local path a plain path or ``file:///abs/path`` URL names; None for
+    another scheme (``s3://``...). ``ConfigError`` for a ``file://`` URL with a host.
+
+    >>> local_path("file:///tmp/a%20b"), local_path("C:/data"), local_path("s3://b/p")
+    ('/tmp/a b', 'C:/data', None)
+    """
+    parsed = urlparse(url)
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise ConfigError(f"file sink URL {url!r} must be file:///absolute/path")
-        return LocalSink(unquote(parsed.path))
+            raise ConfigError(f"{url!r}: a file URL must be file:///absolute/path")
+        return unquote(parsed.path)
     if parsed.scheme and len(parsed.scheme) > 1:  # a Windows drive letter is not a scheme
-        raise ConfigError(f"unsupported sink URL scheme {parsed.scheme!r} in {url!r}")
-    return LocalSink(url)
+        return None
+    return url

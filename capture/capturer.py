@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -27,7 +26,7 @@ from capture.clock import SystemClock
 from capture.decorator import Call, call_record, decorate
 from capture.keys import KeyNamer
 from capture.labels import LABEL_KIND, LabelBatch, parse_labels
-from capture.record import build_record
+from capture.record import build_record, parse_time
 from capture.settings import CaptureSettings
 from capture.sinks import sink_from_url
 from capture.stats import CaptureStats
@@ -319,13 +318,8 @@ def _traffic_profiles(
 
 def _record_time(record: dict[str, Any], clock: Clock) -> float:
     """A record's ``time`` as epoch seconds (the clock's now if unreadable)."""
-    raw = record.get("time")
-    if isinstance(raw, str):
-        try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    return clock.time()
+    t = parse_time(record.get("time"))
+    return clock.time() if t is None else t
 
 
 def _open_spool(directory: Path, **options: Any) -> Any:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -41,7 +40,7 @@ import orjson
 from capture.errors import UnsafeNameError
 from capture.keys import safe_segment
 from capture.payloads.csv_body import parse_cell
-from capture.record import format_time
+from capture.record import format_time, parse_time
 
 LABEL_KIND = "ground_truth"
 SCHEMA_VERSION = 1
@@ -85,11 +84,8 @@ def _entries(body: bytes) -> tuple[list[Any], list[tuple[int, str]]]:
     try:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError:
-        doc = None
-        whole_is_json = False
+        pass  # JSONL, or lines that are not JSON
     else:
-        whole_is_json = True
-    if whole_is_json:
         if isinstance(doc, list):
             return doc, []
         if isinstance(doc, dict) and isinstance(doc.get("labels"), list):
@@ -145,14 +141,10 @@ def _time(value: Any, now: float) -> float:
             raise LabelError("time out of range (epoch seconds expected)")
         return float(value)
     if isinstance(value, str):
-        text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-        try:
-            t = datetime.fromisoformat(text)
-        except ValueError:
-            raise LabelError("time is not ISO 8601") from None
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=timezone.utc)
-        return t.timestamp()
+        t = parse_time(value)
+        if t is None:
+            raise LabelError("time is not ISO 8601")
+        return t
     raise LabelError("time must be ISO 8601 or epoch seconds")
 
 

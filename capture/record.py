@@ -38,6 +38,7 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -143,6 +144,24 @@ def format_time(epoch_s: float) -> str:
 @functools.lru_cache(maxsize=64)  # records of one batch share a few seconds
 def _second(secs: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+
+
+def parse_time(value: Any) -> float | None:
+    """Epoch seconds of an ISO-8601 time (``Z`` or an offset; naive = UTC), else None.
+
+    >>> parse_time("2026-11-22T23:08:42.123Z"), parse_time("yesterday")
+    (1795388922.123, None)
+    """
+    if not isinstance(value, str) or not 10 <= len(value) <= 40:
+        return None
+    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.timestamp()
 
 
 @dataclass(frozen=True)

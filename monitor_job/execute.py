@@ -38,9 +38,9 @@ from typing import Any
 import orjson
 
 from capture.profile import KLL_K, DatasetProfile, canonical
+from capture.record import parse_time
 from monitor_job.locations import open_location
 from monitor_job.readers import InputError, ObjectRef, flatten, read_records
-from monitor_job.sagemaker import parse_time
 
 BATCH_ROWS = 16384
 GC_THRESHOLD = 100_000  # gen-0 allocations between collections while reading

@@ -52,11 +52,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from capture.labels import LabelError, label_record
+from capture.record import parse_time
 from monitor_job.locations import InputError, ObjectRef, open_location
 from monitor_job.partitions import GROUND_TRUTH_DIR, find
 from monitor_job.quality import Pair
 from monitor_job.readers import ReadStats, list_captures, read_records
-from monitor_job.sagemaker import LineProblem, parse_time
+from monitor_job.sagemaker import LineProblem
 
 log = logging.getLogger(__name__)
 

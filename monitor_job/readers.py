@@ -51,10 +51,11 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from capture.record import parse_time
 from capture.rows import flatten
 from monitor_job.locations import InputError, ObjectRef, iter_lines, open_location
 from monitor_job.partitions import find
-from monitor_job.sagemaker import DataCaptureReader, LineProblem, is_capture_line, parse_time
+from monitor_job.sagemaker import DataCaptureReader, LineProblem, is_capture_line
 from monitor_job.training import read_training
 
 __all__ = [

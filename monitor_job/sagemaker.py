@@ -38,13 +38,12 @@ import base64
 import binascii
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 
 from capture.payloads import PayloadExtractor
-from capture.record import RecordConfig, build_record
+from capture.record import RecordConfig, build_record, parse_time
 from capture.types import Exchange
 
 #: ``…/{endpoint}/{variant}/yyyy/mm/dd/hh/{file}``
@@ -69,20 +68,6 @@ def endpoint_variant(name: str) -> tuple[str | None, str | None]:
     """(endpoint, variant) from an object's name in the Data Capture layout."""
     match = _LAYOUT.search(name)
     return (match.group(1), match.group(2)) if match else (None, None)
-
-
-def parse_time(value: Any) -> float | None:
-    """Epoch seconds of an ISO-8601 time (``Z`` or an offset; naive = UTC), else None."""
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    text = value[:-1] + "+00:00" if value.endswith(("Z", "z")) else value
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=timezone.utc)
-    return t.timestamp()
 
 
 def _body(part: Any, what: str) -> tuple[bytes, str | None]:

@@ -483,8 +483,8 @@ def test_flatten_never_raises_on_odd_shapes() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.datetimes(datetime(1970, 1, 2), datetime(2200, 1, 1), timezones=st.just(timezone.utc)))
 def test_record_time_fast_path_equals_parse_time(t: datetime) -> None:
+    from capture.record import parse_time
     from monitor_job.readers import record_time
-    from monitor_job.sagemaker import parse_time
 
     text = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
     assert record_time(text) == parse_time(text)
@@ -495,7 +495,7 @@ def test_record_time_fast_path_equals_parse_time(t: datetime) -> None:
     "text", ["2026-02-30T10:00:00.000Z", "2026-11-20T10:61:00.000Z", "2026-11-20 10:00:00", "x", 5]
 )
 def test_record_time_odd_spellings_go_through_parse_time(text: Any) -> None:
+    from capture.record import parse_time
     from monitor_job.readers import record_time
-    from monitor_job.sagemaker import parse_time
 
     assert record_time(text) == parse_time(text)

@@ -27,14 +27,7 @@ from capture.buffer import BufferConfig, CaptureBuffer
 from capture.capturer import Capturer
 from capture.keys import KeyNamer
 from capture.types import Exchange
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+from loadtest.sysinfo import rss_mb
 
 
 def record_1kb(i: int) -> dict[str, Any]:

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from loadtest.sysinfo import peak_rss_mb, rss_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(os.environ.get("MODELTAP_BENCH_DIR") or ROOT / ".bench")
 WHYLOGS_VENV = BENCH_DIR / "whylogs-venv"
@@ -100,24 +102,6 @@ def frame_path(n: int) -> Path:
 def load_frame(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as data:
         return {k: data[k] for k in data.files}
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak RSS. Not ``ru_maxrss``: Linux carries the
-    parent's RSS at fork/exec into a child's ``ru_maxrss``."""
-    return _status_mb("VmHWM:")
-
-
-def rss_mb() -> float:
-    return _status_mb("VmRSS:")
 
 
 # -- the two sides (each in its own process) -------------------------------------

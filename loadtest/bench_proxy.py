@@ -43,7 +43,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.harness import free_port, rss_mb
+from loadtest.sysinfo import free_port, rss_mb
 
 BODY = '{"instances": [[0.5, 1.0, 2.0, 3.0, 4.0]]}'
 PATH = "/v1/models/toy:predict"

@@ -38,27 +38,12 @@ import httpx
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.sysinfo import free_port, rss_mb
 from server.upstream import UpstreamError, UpstreamPool
 
 ROOT = Path(__file__).resolve().parent.parent
 PREDICT_PATH = b"/v1/models/toy:predict"
 PREDICT_BODY = b'{"instances": [[0.5, 1.0, 2.0, 3.0]]}'
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class ServerProcess:

@@ -38,7 +38,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +47,8 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
+
+from loadtest.sysinfo import free_ports
 
 #: SeaweedFS turns S3 auth on when these are in its environment; it always
 #: runs that way here (an authenticated S3, as in production).
@@ -89,20 +90,6 @@ def _server_flags() -> str:
         [weed_binary(), "server", "-h"], capture_output=True, text=True, timeout=30, check=False
     )
     return proc.stdout + proc.stderr
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (all held open while choosing)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 class SeaweedServer:

@@ -7,9 +7,9 @@ from loadtest.seaweed import (
     REGION,
     SECRET_KEY,
     SeaweedServer,
-    free_ports,
     weed_binary,
 )
+from loadtest.sysinfo import free_ports
 
 __all__ = [
     "ACCESS_KEY",

@@ -1,0 +1,44 @@
+"""Free loopback ports and process memory from ``/proc``, for the benchmarks,
+the soak, ``./dev stack`` and the tests. Standard library only, so importing
+it adds nothing to the memory a benchmark measures."""
+
+from __future__ import annotations
+
+import socket
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all held open while choosing)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def status_mb(field: str, pid: int | str = "self") -> float:
+    """A ``/proc/PID/status`` size field (``VmRSS``, ``VmHWM``...) in MB; NaN if absent."""
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    return status_mb("VmRSS", pid)
+
+
+def peak_rss_mb(pid: int | str = "self") -> float:
+    """A process's own peak RSS. Not ``ru_maxrss``: Linux carries the parent's
+    RSS at fork/exec into a child's ``ru_maxrss``."""
+    return status_mb("VmHWM", pid)

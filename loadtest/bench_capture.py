@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from capture.buffer import BufferConfig, CaptureBuffer
@@ -53,8 +54,8 @@ def exchange(i: int) -> Exchange:
 
 
 def pct(values: list[int], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] / 1000.0
+    """The ``q`` quantile of nanosecond timings, in microseconds."""
+    return float(np.percentile(values, q * 100, method="higher")) / 1000.0
 
 
 def bench_append(n: int) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -276,10 +277,8 @@ class SteadyLoad:
 
 
 def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+    """The ``q``-th percentile (an observed value, rounding up); NaN when empty."""
+    return float(np.percentile(values, q, method="higher")) if values else float("nan")
 
 
 def summarize(results: list[Result]) -> dict[str, float]:

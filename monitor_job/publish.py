@@ -45,7 +45,6 @@ the first, since webhook URLs such as Slack's carry their secret in the path).
 from __future__ import annotations
 
 import logging
-import math
 import time
 import urllib.parse
 from collections import Counter
@@ -60,6 +59,8 @@ from prometheus_client.exposition import (
     push_to_gateway,
     pushadd_to_gateway,
 )
+
+from monitor_job.quality import real_number
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,6 @@ def redact_url(url: str) -> str:
         path += "/…"
     scheme = f"{parts.scheme}://" if parts.scheme else ""
     return f"{scheme}{netloc}{path}"
-
-
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
 
 
 def _handler(gateway_url: str) -> tuple[str, Callable[..., Callable[[], None]]]:
@@ -166,7 +160,7 @@ def build_registry(
         "Unix time of the monitor's last finished run (clean or with violations).",
         registry=reg,
     ).set(now)
-    rows = _finite(summary.get("rows"))
+    rows = real_number(summary.get("rows"))
     if rows is not None:
         Gauge(
             "modeltap_monitor_rows", "Rows profiled in the window.", ["model"], registry=reg
@@ -203,10 +197,10 @@ def _quality_metrics(reg: CollectorRegistry, model: str, quality: dict[str, Any]
         registry=reg,
     )
     for name, value in sorted(metrics.items()):
-        if name not in ("n", "invalid", "k", "requests") and (v := _finite(value)) is not None:
+        if name not in ("n", "invalid", "k", "requests") and (v := real_number(value)) is not None:
             g.labels(model, task, name).set(v)
     for name, value in sorted((quality.get("holdout") or {}).items()):
-        if (v := _finite(value)) is not None:
+        if (v := real_number(value)) is not None:
             holdout.labels(model, name).set(v)
     join = quality.get("join") or {}
     labels = Gauge(
@@ -216,8 +210,8 @@ def _quality_metrics(reg: CollectorRegistry, model: str, quality: dict[str, Any]
         registry=reg,
     )
     for outcome in LABEL_OUTCOMES:
-        labels.labels(model, outcome).set(_finite(join.get(outcome)) or 0)
-    share = _finite(join.get("labelled_share"))
+        labels.labels(model, outcome).set(real_number(join.get(outcome)) or 0)
+    share = real_number(join.get("labelled_share"))
     if share is not None:
         Gauge(
             "modeltap_monitor_labelled_share",
@@ -233,7 +227,7 @@ def _quality_metrics(reg: CollectorRegistry, model: str, quality: dict[str, Any]
         registry=reg,
     )
     for figure in BIAS_FIGURES:
-        if (v := _finite(bias.get(figure))) is not None:
+        if (v := real_number(bias.get(figure))) is not None:
             g_bias.labels(model, figure).set(v)
 
 
@@ -267,15 +261,15 @@ def _drift_metrics(reg: CollectorRegistry, model: str, columns: list[dict[str, A
             if not isinstance(d, dict):
                 continue
             for metric in DRIFT_METRICS:
-                value = _finite(d.get(metric))
+                value = real_number(d.get(metric))
                 if value is not None:
                     gauge.labels(model, name, metric).set(value)
         d = col.get("drift")
         if isinstance(d, dict):
-            t = _finite(d.get("threshold"))
+            t = real_number(d.get("threshold"))
             if t is not None:
                 threshold.labels(model, name).set(t)
-            u = _finite(d.get("unseen_share"))
+            u = real_number(d.get("unseen_share"))
             if u is not None:
                 unseen.labels(model, name).set(u)
 

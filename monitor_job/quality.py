@@ -185,7 +185,7 @@ class Pair:
 # -- values ------------------------------------------------------------------
 
 
-def _real(v: Any) -> float | None:
+def real_number(v: Any) -> float | None:
     """A finite int/float (not bool) as float, else None."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
         return None
@@ -207,7 +207,7 @@ def _number(v: Any) -> float | None:
         except ValueError:
             return None
         return x if math.isfinite(x) else None
-    return _real(v)
+    return real_number(v)
 
 
 def _class_key(v: Any) -> str | None:
@@ -234,7 +234,7 @@ def _class_order(key: str) -> tuple[int, float, str]:
 
 
 def _score_prob(v: Any) -> float | None:
-    x = _real(v)
+    x = real_number(v)
     return x if x is not None and 0.0 <= x <= 1.0 else None
 
 
@@ -270,7 +270,7 @@ def _fmt(x: float) -> str:
 
 
 def _time(v: Any) -> float:
-    x = _real(v)
+    x = real_number(v)
     return x if x is not None else math.nan
 
 
@@ -529,12 +529,12 @@ def _relevance(v: Any) -> float | None:
 
 
 def _order_key(how: str, p: Pair, i: int) -> tuple[float, float, int]:
-    pos = _real(p.position)
+    pos = real_number(p.position)
     pos_key = pos if pos is not None else math.inf
     if how == "rank":
-        return (_real(p.rank) or 0.0, pos_key, i)
+        return (real_number(p.rank) or 0.0, pos_key, i)
     if how == "score":
-        return (-(_real(p.score) or 0.0), pos_key, i)
+        return (-(real_number(p.score) or 0.0), pos_key, i)
     return (pos_key, 0.0, i)
 
 
@@ -569,9 +569,9 @@ class _Ranking(_Scored):
             groups.setdefault(str(p.event_id), []).append((i, p, rel))
         ndcg, rr, hit, npairs, times, versions = [], [], [], [], [], []
         for items in groups.values():
-            if all(_real(p.rank) is not None for _, p, _ in items):
+            if all(real_number(p.rank) is not None for _, p, _ in items):
                 how = "rank"
-            elif all(_real(p.score) is not None for _, p, _ in items):
+            elif all(real_number(p.score) is not None for _, p, _ in items):
                 how = "score"
             else:
                 how = "position"
@@ -620,7 +620,7 @@ def _prepare(
     threshold: float = 0.5,
 ) -> _Scored:
     if _task(task) == "classification":
-        t = _real(threshold)
+        t = real_number(threshold)
         if t is None or not 0.0 <= t <= 1.0:
             raise ValueError(f"threshold must be a number in [0, 1], not {threshold!r}")
         return _Classification(pairs, positive, t)
@@ -695,7 +695,7 @@ def series(
 
 
 def _buckets(bucket_s: float, start: float, end: float) -> int:
-    step, lo, hi = _real(bucket_s), _real(start), _real(end)
+    step, lo, hi = real_number(bucket_s), real_number(start), real_number(end)
     if step is None or step <= 0:
         raise ValueError(f"bucket_s must be a positive number of seconds, not {bucket_s!r}")
     if lo is None or hi is None:
@@ -739,7 +739,7 @@ def _by_version(data: _Scored) -> dict[str, dict[str, Any]]:
 
 
 def _cfg_number(value: Any, what: str) -> float:
-    x = _real(value)
+    x = real_number(value)
     if x is None or x < 0:
         raise ValueError(f"model quality config {what} must be a number >= 0, not {value!r}")
     return x
@@ -790,7 +790,7 @@ def quality_violations(
         if not higher and name not in LOWER_IS_BETTER:
             notes.append(f"{name}: not a judged quality metric{where}; ignored")
             continue
-        cur = _real(metrics.get(name))
+        cur = real_number(metrics.get(name))
         if cur is None:
             notes.append(f"{name} cannot be computed{where} in this window; not judged")
             continue
@@ -798,7 +798,7 @@ def quality_violations(
         if not isinstance(own, dict):
             raise ValueError(f"model quality config metrics.{name} must be an object")
         found: list[str] = []
-        h = _real(holdout.get(name)) if name in holdout else None
+        h = real_number(holdout.get(name)) if name in holdout else None
         if name in holdout and h is None:
             notes.append(f"holdout {name} {holdout.get(name)!r} is not a number; not compared")
         if h is not None and higher:
@@ -824,7 +824,7 @@ def quality_violations(
                     f"(max rise {limit:.0%})"
                 )
         if name in floors:
-            floor = _real(floors[name])
+            floor = real_number(floors[name])
             if floor is None:
                 raise ValueError(f"model quality floor for {name} must be a number")
             if higher and cur < floor:
@@ -970,7 +970,7 @@ def evaluate(
     if not pairs:
         # Silent when labels are simply not used (no holdout, none received):
         # a note on every run would teach people to skip the notes.
-        received = int(_real(join.get("labels")) or 0)
+        received = int(real_number(join.get("labels")) or 0)
         if received:
             out["notes"].append(
                 f"{received:,} labels received in the window, none joined to a captured "
@@ -989,7 +989,7 @@ def evaluate(
     out["series"] = _series(data, step, start, end)
     deltas: dict[str, float | None] = {}
     for metric, h in (holdout or {}).items():
-        cur, base = _real(metrics.get(metric)), _real(h)
+        cur, base = real_number(metrics.get(metric)), real_number(h)
         deltas[metric] = _f(cur - base) if cur is not None and base is not None else None
     out["deltas"] = deltas
     if metrics["invalid"]:

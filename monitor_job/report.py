@@ -54,7 +54,7 @@ from typing import Any
 import numpy as np
 
 from capture.profile import ColumnProfile, DatasetProfile
-from monitor_job.quality import HEADLINE
+from monitor_job.quality import HEADLINE, real_number
 
 log = logging.getLogger(__name__)
 
@@ -470,27 +470,20 @@ def _mapping(value: Any) -> dict[str, Any]:
     return dict(value) if isinstance(value, Mapping) else {}
 
 
-def _real(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    x = float(value)
-    return x if math.isfinite(x) else None
-
-
 def _or_nan(value: Any) -> float:
-    x = _real(value)
+    x = real_number(value)
     return math.nan if x is None else x
 
 
 def _share(value: Any) -> str:
-    x = _real(value)
+    x = real_number(value)
     return DASH if x is None else f"{x:.1%}"
 
 
 def _headline(task: str, metrics: dict[str, Any], holdout: dict[str, Any]) -> str | None:
     """The metric drawn over time: the task's first with a value, one with a holdout first."""
-    have = [m for m in HEADLINE.get(task, ()) if _real(metrics.get(m)) is not None]
-    with_holdout = [m for m in have if _real(holdout.get(m)) is not None]
+    have = [m for m in HEADLINE.get(task, ()) if real_number(metrics.get(m)) is not None]
+    with_holdout = [m for m in have if real_number(holdout.get(m)) is not None]
     names = with_holdout or have
     return names[0] if names else None
 
@@ -630,7 +623,7 @@ def _quality(quality: Mapping[str, Any], violations: Sequence[dict[str, Any]]) -
     if metric is not None:
         image, failed = None, ""
         try:
-            image = _quality_chart(quality.get("series"), metric, _real(holdout.get(metric)))
+            image = _quality_chart(quality.get("series"), metric, real_number(holdout.get(metric)))
         except (ValueError, ArithmeticError, RuntimeError) as exc:  # a chart, not the report
             log.warning("report: no model quality chart: %s", exc)
             failed = f" (plotting failed: {exc})"

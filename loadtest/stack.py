@@ -142,7 +142,8 @@ def run(args: argparse.Namespace, out: Path, later: contextlib.ExitStack) -> int
         raise StackError(f"modeltap-monitor run exited {done.returncode}:\n{done.stderr[-3000:]}")
     print(done.stdout.rstrip())
 
-    objects = _count_objects(sink, seaweed)
+    summary = json.loads((report / "statistics.json").read_text())["modeltap"]["summary"]
+    objects = summary["objects"]  # what the monitor read: no second listing of the sink
     violations = json.loads((report / "constraint_violations.json").read_text())["violations"]
     found = sorted({f"{v['feature_name']} {v['constraint_check_type']}" for v in violations})
     print("\n== modeltap stack ==")
@@ -181,14 +182,6 @@ def _stopped(name: str, process: ServerProcess) -> None:
 
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-def _count_objects(sink: str, seaweed: SeaweedServer | None) -> int:
-    if seaweed is None:
-        return len([p for p in Path(sink).rglob("*.jsonl.gz") if "ground_truth" not in p.parts])
-    pages = seaweed.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-    return len([k for k in keys if k.endswith(".jsonl.gz") and "/ground_truth/" not in k])
 
 
 def main(argv: list[str] | None = None) -> int:

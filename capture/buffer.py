@@ -61,6 +61,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Processor = Callable[[Any], "dict[str, Any] | None"]
+#: Builds and encodes a whole batch elsewhere: ``{(kind, model): (gzip bytes,
+#: records)}``, or None to have the flusher do it (``capture.offload``).
+Offload = Callable[[list[Any]], "dict[tuple[str | None, str], tuple[bytes, int]] | None"]
 
 #: Longest real-time sleep of the flusher; bounds how late an age flush is
 #: noticed with an injected clock that moves on its own.
@@ -151,6 +154,36 @@ class _GzipLines:
         return b"".join(self._parts)
 
 
+def encode_items(
+    items: list[Any], process: Processor, gzip_level: int, default_model: str
+) -> tuple[dict[tuple[str | None, str], tuple[bytes, int]], int]:
+    """Build (``process``) and encode ``items`` into one gzip JSONL object per
+    ``(kind, model)``: ``{(kind, model): (bytes, records)}`` and the number of
+    items that failed (logged, to be counted as ``encode_error`` drops).
+    Shared by the flusher thread and the helper process (``capture.offload``)."""
+    groups: dict[tuple[str | None, str], _GzipLines] = {}
+    failed = 0
+    for item in items:
+        try:
+            record = process(item)
+            if record is None:
+                continue
+            model = record.get("model")
+            name = model.get("name") if isinstance(model, dict) else None
+            kind = record.get("kind")
+            line = dumps(record)
+        except Exception:
+            log.exception("a record could not be built or encoded; dropped")
+            failed += 1
+            continue
+        group_key = (LABEL_KIND if kind == LABEL_KIND else None, str(name or default_model))
+        group = groups.get(group_key)
+        if group is None:
+            group = groups[group_key] = _GzipLines(gzip_level)
+        group.add(line)
+    return {key: (group.finish(), group.count) for key, group in groups.items()}, failed
+
+
 class CaptureBuffer:
     """Batches items and ships them to a sink in the background.
 
@@ -170,6 +203,7 @@ class CaptureBuffer:
         *,
         config: BufferConfig | None = None,
         process: Processor | None = None,
+        offload: Offload | None = None,
         spool: DiskSpool | None = None,
         stats: CaptureStats | None = None,
         clock: Clock | None = None,
@@ -178,6 +212,7 @@ class CaptureBuffer:
         self.namer = namer
         self.config = config or BufferConfig()
         self.process: Processor = process or (lambda item: item)
+        self.offload = offload
         self.spool = spool
         self.stats = stats or CaptureStats()
         self.clock: Clock = clock or SystemClock()
@@ -355,31 +390,18 @@ class CaptureBuffer:
         Capture records go under ``{model}/``; ground-truth labels
         (``kind: "ground_truth"``, see ``capture.labels``) under
         ``ground_truth/{model}/``. Any other ``kind`` is an ordinary record.
+        With an ``offload`` (``capture.offload``) the records are built in a
+        helper process; when it declines or fails, here.
         """
-        groups: dict[tuple[str | None, str], _GzipLines] = {}
-        failed = 0
-        for item in batch.items:
-            try:
-                record = self.process(item)
-                if record is None:
-                    continue
-                model = record.get("model")
-                name = model.get("name") if isinstance(model, dict) else None
-                kind = record.get("kind")
-                line = dumps(record)
-            except Exception:
-                log.exception("a record could not be built or encoded; dropped")
-                failed += 1
-                continue
-            group_key = (LABEL_KIND if kind == LABEL_KIND else None, str(name or self.namer.model))
-            group = groups.get(group_key)
-            if group is None:
-                group = groups[group_key] = _GzipLines(self.config.gzip_level)
-            group.add(line)
-        if failed:
-            self.stats.drop("encode_error", failed)
+        groups = self.offload(batch.items) if self.offload is not None else None
+        if groups is None:
+            groups, failed = encode_items(
+                batch.items, self.process, self.config.gzip_level, self.namer.model
+            )
+            if failed:
+                self.stats.drop("encode_error", failed)
         out: list[_Encoded] = []
-        for (kind, model), group in groups.items():
+        for (kind, model), (data, count) in groups.items():
             try:
                 key = self.namer.key(batch.first_time, model=model, kind=kind)
             except ConfigError:
@@ -387,7 +409,7 @@ class CaptureBuffer:
                     "unsafe model name or kind in records; written under %r", self.namer.model
                 )
                 key = self.namer.key(batch.first_time)
-            out.append(_Encoded(key, group.finish(), group.count))
+            out.append(_Encoded(key, data, count))
         return out
 
     # -- background: delivery -----------------------------------------------

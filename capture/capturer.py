@@ -21,11 +21,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from capture.buffer import CaptureBuffer
+from capture.buffer import CaptureBuffer, encode_items
 from capture.clock import SystemClock
 from capture.decorator import Call, call_record, decorate
+from capture.errors import ConfigError
 from capture.keys import KeyNamer
 from capture.labels import LABEL_KIND, LabelBatch, parse_labels
+from capture.offload import pack_one, unpack_one
 from capture.record import build_record, parse_time
 from capture.settings import CaptureSettings
 from capture.sinks import sink_from_url
@@ -33,6 +35,7 @@ from capture.stats import CaptureStats
 from capture.types import Clock, Exchange, Sink
 
 if TYPE_CHECKING:
+    from capture.offload import EncoderProcess, Groups, RecordTally
     from capture.traffic import TrafficProfiles
 
 log = logging.getLogger(__name__)
@@ -40,7 +43,7 @@ log = logging.getLogger(__name__)
 _LABEL_BYTES = 400  # in-memory size of a label record, for the buffer's byte cap
 
 
-class _Kept(NamedTuple):
+class Kept(NamedTuple):
     """An exchange kept for a reason other than the sample (error, slow)."""
 
     exchange: Exchange
@@ -52,8 +55,75 @@ class _Kept(NamedTuple):
 Extractor = Callable[[dict[str, Any], Any, Any, Exchange], None]
 
 
+class RecordBuilder:
+    """A queued exchange (or an already-built record) to its redacted record:
+    the part of the capture that also runs in the helper process
+    (``capture.offload``), so both build exactly the same records."""
+
+    #: The counters building adds to (the helper sends them back per batch).
+    COUNTERS = ("parse_errors", "redactions")
+
+    def __init__(
+        self,
+        settings: CaptureSettings,
+        *,
+        stats: CaptureStats,
+        extract: Extractor | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.stats = stats
+        self.clock: Clock = clock or SystemClock()
+        self.sample_rate = settings.sample_rate
+        self.record_config = settings.record_config()
+        self.redactor = settings.redactor()
+        self.extract: Extractor | None = extract if extract is not None else settings.extractor()
+
+    def build(self, item: Any, *, count: bool) -> tuple[dict[str, Any], float]:
+        """The record and its time (epoch s); ``count``: add parse errors and
+        redactions to the stats (kept records only; an exchange seen only by
+        the traffic profile is not a record)."""
+        if isinstance(item, (Exchange, Kept)):
+            exchange, reason = (item, "sampled") if isinstance(item, Exchange) else item
+            record, req_json, resp_json = build_record(
+                exchange, self.record_config, sample_rate=self.sample_rate, reason=reason
+            )
+            if self.extract is not None:
+                try:
+                    self.extract(record, req_json, resp_json, exchange)
+                except Exception as exc:  # keep the record, say why it has no rows
+                    record["parse"] = {"adapter": None, "error": f"extractor failed: {exc!r}"[:500]}
+            t = exchange.start
+        else:
+            record = item
+            t = _record_time(record, self.clock)
+        return self.finish(record, count=count), t
+
+    def finish(self, record: dict[str, Any], *, count: bool) -> dict[str, Any]:
+        """Count a parse error and apply redaction."""
+        if count and isinstance(record.get("parse"), dict) and record["parse"].get("error"):
+            self.stats.add("parse_errors")
+        if self.redactor.active:
+            n = self.redactor.apply(record)
+            if count:
+                self.stats.add("redactions", n)
+        return record
+
+    def process(self, item: Any) -> dict[str, Any] | None:
+        """A kept item's record (labels pass through untouched)."""
+        if type(item) is dict and item.get("kind") == LABEL_KIND:
+            return item
+        return self.build(item, count=True)[0]
+
+
 class Capturer:
-    """Capture facade built from ``CaptureSettings`` (or keyword overrides)."""
+    """Capture facade built from ``CaptureSettings`` (or keyword overrides).
+
+    ``tally``/``on_tally``: an observer of built records (``RecordTally``)
+    that may run in the helper process, and the callback that receives its
+    summary after each batch, in this process. ``on_record`` sees every
+    record too but only where records are built here (``MODELTAP_ENCODER``
+    ``thread``).
+    """
 
     def __init__(
         self,
@@ -62,6 +132,8 @@ class Capturer:
         sink: Sink | str | None = None,
         extract: Extractor | None = None,
         on_record: Callable[[dict[str, Any]], None] | None = None,
+        tally: RecordTally | None = None,
+        on_tally: Callable[[Any], None] | None = None,
         clock: Clock | None = None,
         stats: CaptureStats | None = None,
         **overrides: Any,
@@ -72,14 +144,25 @@ class Capturer:
             settings = CaptureSettings(**overrides)
         elif overrides:
             settings = dataclasses.replace(settings, **overrides)
+        if settings.encoder == "process" and (
+            extract is not None or on_record is not None or settings.profile_all
+        ):
+            raise ConfigError(
+                "MODELTAP_ENCODER=process builds records in a helper process, which cannot "
+                "run an extract= or on_record= hook of this process nor keep full-traffic "
+                "profiles (MODELTAP_PROFILE_ALL); use tally= or MODELTAP_ENCODER=thread"
+            )
         self.settings = settings
         self.stats = stats or CaptureStats()
         self.clock: Clock = clock or SystemClock()
         self.sampler = settings.sampler()
-        self.record_config = settings.record_config()
-        self.redactor = settings.redactor()
-        self.extract: Extractor | None = extract if extract is not None else settings.extractor()
+        self.builder = RecordBuilder(settings, stats=self.stats, extract=extract, clock=self.clock)
+        self.record_config = self.builder.record_config
+        self.redactor = self.builder.redactor
+        self.extract = self.builder.extract
         self.on_record = on_record
+        self.tally = tally
+        self.on_tally = on_tally
         self.sink: Sink = (
             sink
             if sink is not None and not isinstance(sink, str)
@@ -97,15 +180,29 @@ class Capturer:
             if settings.profile_all
             else None
         )
+        self.encoder = self._open_encoder()
         self.buffer = CaptureBuffer(
             self.sink,
             KeyNamer("", settings.model),
             config=settings.buffer_config(),
             process=self._process,
+            offload=self._encode_batch,
             spool=self.spool,
             stats=self.stats,
             clock=self.clock,
         )
+
+    def _open_encoder(self) -> EncoderProcess | None:
+        """The helper process that builds records (``MODELTAP_ENCODER=process``)."""
+        if self.settings.encoder != "process":
+            return None
+        from capture.offload import EncoderProcess
+
+        encoder = EncoderProcess(
+            self.settings, tally=self.tally, on_tally=self.on_tally, stats=self.stats
+        )
+        encoder.start()
+        return encoder
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Capturer:
@@ -139,7 +236,9 @@ class Capturer:
                 if self.traffic is not None:
                     self.traffic.offer(exchange, exchange.size_hint())
                 return False
-            item = exchange if reason == "sampled" else _Kept(exchange, reason)
+            item: Any = exchange if reason == "sampled" else Kept(exchange, reason)
+            if self.encoder is not None:  # flat bytes until the helper builds it
+                item = pack_one(item) or item
             if self.buffer.offer(item, exchange.size_hint()):
                 return True
             if self.traffic is not None:  # dropped as a record, still part of the traffic
@@ -221,30 +320,9 @@ class Capturer:
         ``count``: add parse errors and redactions to the stats (kept records
         only; an exchange seen only by the traffic profile is not a record).
         """
-        if isinstance(item, (Exchange, _Kept)):
-            exchange, reason = (item, "sampled") if isinstance(item, Exchange) else item
-            record, req_json, resp_json = build_record(
-                exchange, self.record_config, sample_rate=self.sampler.rate, reason=reason
-            )
-            if self.extract is not None:
-                try:
-                    self.extract(record, req_json, resp_json, exchange)
-                except Exception as exc:  # keep the record, say why it has no rows
-                    record["parse"] = {"adapter": None, "error": f"extractor failed: {exc!r}"[:500]}
-            t = exchange.start
-        elif isinstance(item, Call):
-            record = call_record(item, self)
-            t = item.start
-        else:
-            record = item
-            t = _record_time(record, self.clock)
-        if count and isinstance(record.get("parse"), dict) and record["parse"].get("error"):
-            self.stats.add("parse_errors")
-        if self.redactor.active:
-            n = self.redactor.apply(record)
-            if count:
-                self.stats.add("redactions", n)
-        return record, t
+        if isinstance(item, Call):
+            return self.builder.finish(call_record(item, self), count=count), item.start
+        return self.builder.build(item, count=count)
 
     def _build_for_profile(self, item: Any) -> tuple[dict[str, Any], float]:
         return self._build(item, count=False)
@@ -255,12 +333,33 @@ class Capturer:
         record, t = self._build(item, count=True)
         if self.traffic is not None:
             self.traffic.add(record, t)
+        if self.tally is not None:
+            self.tally.add(record)
         if self.on_record is not None:
             try:
                 self.on_record(record)
             except Exception:  # an observer must not cost the record
                 log.exception("on_record hook failed")
         return record
+
+    def _encode_batch(self, items: list[Any]) -> Groups:
+        """The buffer's encoder: in the helper process when there is one (and
+        it can take the batch), else on this flusher thread."""
+        groups = self.encoder.encode(items) if self.encoder is not None else None
+        if groups is None:
+            if self.encoder is not None:  # packed for a helper that failed
+                items = [unpack_one(item) for item in items]
+            groups, failed = encode_items(
+                items, self._process, self.settings.gzip_level, self.settings.model
+            )
+            if failed:
+                self.stats.drop("encode_error", failed)
+            if self.tally is not None and self.on_tally is not None:
+                try:
+                    self.on_tally(self.tally.take())
+                except Exception:  # an observer must not cost the batch
+                    log.exception("on_tally hook failed")
+        return groups
 
     # -- control ------------------------------------------------------------
 
@@ -276,6 +375,8 @@ class Capturer:
 
     def close(self, timeout: float | None = None) -> None:
         self.buffer.close(timeout)  # kept records reach the traffic profile first
+        if self.encoder is not None:
+            self.encoder.close()
         if self.traffic is not None:
             self.traffic.close(timeout)
         if self.spool is not None:

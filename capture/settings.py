@@ -15,7 +15,10 @@ Defaults and why:
 - bodies kept up to 256 KiB each; headers from a short allowlist;
 - slow exchanges (>= 1 s) and errors kept whatever the sample rate;
 - full-traffic profiles off (``capture.traffic`` says what they cost), and
-  written every 300 s when on.
+  written every 300 s when on;
+- records built on the capture's flusher thread in a library ``Capturer``
+  (``MODELTAP_ENCODER=auto``), in a helper process in the proxy, which then
+  keeps its event loop's share of the interpreter (``capture.offload``).
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides
 
 
 _BUFFER = BufferConfig()
+ENCODERS = ("auto", "thread", "process")
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,9 @@ class CaptureSettings:
     profile_all: bool = False
     profile_max_age_s: float = 300.0
     profile_max_queue_bytes: int = 32 * 1024 * 1024
+    # Where records are built: "thread" (the flusher thread), "process" (a
+    # helper process, capture.offload) or "auto": the proxy's choice.
+    encoder: str = "auto"
 
     def __post_init__(self) -> None:
         # Build each part once so a bad value fails here, naming the setting.
@@ -141,6 +148,10 @@ class CaptureSettings:
         self.record_config()
         self.redactor()
         self.extractor()
+        if self.encoder not in ENCODERS:
+            raise ConfigError(
+                f"MODELTAP_ENCODER={self.encoder!r} must be one of {', '.join(ENCODERS)}"
+            )
         if self.spool_max_bytes < 1:
             raise ConfigError(f"spool_max_bytes must be >= 1, got {self.spool_max_bytes}")
         if not self.profile_max_age_s > 0:

@@ -57,6 +57,8 @@ COUNTERS = (
     "profile_write_failures",
     "labels_accepted",
     "labels_rejected",
+    "encoder_restarts",
+    "encoder_fallbacks",
 )
 LABELED = ("dropped", "flushes")
 DROP_REASONS = (

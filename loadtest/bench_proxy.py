@@ -14,7 +14,7 @@ servers for the other rows are not started. ``--seconds`` overrides the 15 s
 per cell (5 s with ``--quick``). The ranking payload runs against the model,
 nginx and the two proxy rows only (the references are for the hop itself).
 
-``--rss``: the proxy's resident memory over ``--requests`` small JSON
+``--rss``: the resident memory of the proxy and its encoder helper over ``--requests`` small JSON
 requests (one million by default, several minutes) at 16 connections with
 capture on at 100%, sampled from ``/proc/<pid>/status`` every
 ``RSS_INTERVAL_S`` seconds while wrk runs in 20 s rounds; prints RSS at the
@@ -43,7 +43,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.sysinfo import free_port, rss_mb
+from loadtest.sysinfo import free_ports, tree_rss_mb
 
 BODY = '{"instances": [[0.5, 1.0, 2.0, 3.0, 4.0]]}'
 PATH = "/v1/models/toy:predict"
@@ -218,7 +218,10 @@ def main(flags: list[str]) -> None:
                         flush=True,
                     )
         if CAPTURE_ON in pids:
-            print(f"proxy (capture on) RSS after the run: {rss_mb(pids[CAPTURE_ON]):.0f} MB")
+            print(
+                "proxy (capture on) RSS with its encoder helper after the run: "
+                f"{tree_rss_mb(pids[CAPTURE_ON]):.0f} MB"
+            )
         for payload in payloads:
             _ratios(payload, {(n, c): r for (p, n, c), r in results.items() if p == payload})
 
@@ -226,7 +229,7 @@ def main(flags: list[str]) -> None:
 def _rows(tmp: Path) -> dict[str, tuple[str, list[str] | None, dict[str, str]]]:
     """name -> (url, command, environment) of every row; the model's command is None."""
     py = sys.executable
-    mport, nport, pon, poff, pmin, pfast = (free_port() for _ in range(6))
+    mport, nport, pon, poff, pmin, pfast, pthread = free_ports(7)
     (tmp / "nginx.conf").write_text(NGINX.format(dir=tmp, model=mport, port=nport))
 
     def uvicorn(app: str, port: int) -> list[str]:
@@ -252,6 +255,12 @@ def _rows(tmp: Path) -> dict[str, tuple[str, list[str] | None, dict[str, str]]]:
         "MODELTAP_SAMPLE_KEEP_ERRORS": "false",
         "MODELTAP_SLOW_THRESHOLD_S": "",
     }
+    thread = {
+        **base,
+        "MODELTAP_PORT": str(pthread),
+        "MODELTAP_SINK": str(tmp / "thread"),
+        "MODELTAP_ENCODER": "thread",
+    }
     minimal = {"MIN_UPSTREAM": f"http://127.0.0.1:{mport}"}
     return {
         MODEL: (f"http://127.0.0.1:{mport}", uvicorn("loadtest.toy_model:app", mport), {}),
@@ -268,6 +277,7 @@ def _rows(tmp: Path) -> dict[str, tuple[str, list[str] | None, dict[str, str]]]:
         ),
         CAPTURE_ON: (f"http://127.0.0.1:{pon}", [py, "-m", "server"], on),
         CAPTURE_OFF: (f"http://127.0.0.1:{poff}", [py, "-m", "server"], off),
+        CAPTURE_THREAD: (f"http://127.0.0.1:{pthread}", [py, "-m", "server"], thread),
     }
 
 
@@ -298,12 +308,12 @@ def rss(flags: list[str]) -> None:
         pid = _start(stack, rows)[CAPTURE_ON]
         url = rows[CAPTURE_ON][0]
         wrk(url, conns, 5, script)  # warm-up: pools, caches, first batches
-        samples = [rss_mb(pid)]
+        samples = [tree_rss_mb(pid)]
         stop = threading.Event()
 
         def sample() -> None:
             while not stop.wait(RSS_INTERVAL_S):
-                samples.append(rss_mb(pid))
+                samples.append(tree_rss_mb(pid))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -320,12 +330,12 @@ def rss(flags: list[str]) -> None:
             rate = r["rps"]
             print(
                 f"{done:>10,} requests  {rate:,.0f} req/s  p99 {r['p99']:.1f} ms  "
-                f"RSS {rss_mb(pid):.0f} MB",
+                f"RSS {tree_rss_mb(pid):.0f} MB",
                 flush=True,
             )
         stop.set()
         sampler.join()
-        samples.append(rss_mb(pid))
+        samples.append(tree_rss_mb(pid))
         elapsed = time.monotonic() - t0
         counts = _scrape(url)
         print(
@@ -358,9 +368,10 @@ AIOHTTP_REF = "minimal raw ASGI + aiohttp hop (reference)"
 HTTPTOOLS_REF = "minimal raw ASGI + httptools client hop (reference)"
 CAPTURE_ON = "proxy, capture on (100%)"
 CAPTURE_OFF = "proxy, capture sampled out (rate 0)"
+CAPTURE_THREAD = "proxy, capture on (100%), records built in-process (ENCODER=thread)"
 
 
-RANK_ROWS = (MODEL, NGINX_ROW, CAPTURE_ON, CAPTURE_OFF)
+RANK_ROWS = (MODEL, NGINX_ROW, CAPTURE_ON, CAPTURE_OFF, CAPTURE_THREAD)
 
 
 def _ratios(payload: str, results: dict[tuple[str, int], dict[str, float]]) -> None:
@@ -372,7 +383,7 @@ def _ratios(payload: str, results: dict[tuple[str, int], dict[str, float]]) -> N
         return r["rps"] if r else None
 
     on16 = rps(CAPTURE_ON, 16)
-    for other in (NGINX_ROW, CAPTURE_OFF, AIOHTTP_REF, HTTPTOOLS_REF):
+    for other in (NGINX_ROW, CAPTURE_OFF, CAPTURE_THREAD, AIOHTTP_REF, HTTPTOOLS_REF):
         den = rps(other, 16)
         if on16 and den:
             print(f"capture on / {other} at 16 connections: {on16 / den:.2f}")

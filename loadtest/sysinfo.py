@@ -38,6 +38,31 @@ def rss_mb(pid: int | str = "self") -> float:
     return status_mb("VmRSS", pid)
 
 
+def children(pid: int | str) -> list[int]:
+    """Direct child processes of ``pid`` (from ``/proc/PID/task/*/children``)."""
+    import glob
+
+    found: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as fh:
+                found.extend(int(c) for c in fh.read().split())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def tree_rss_mb(pid: int | str) -> float:
+    """RSS of ``pid`` plus its direct children (the proxy and its encoder helper)."""
+    total = rss_mb(pid)
+    for child in children(pid):
+        try:
+            total += rss_mb(child)
+        except OSError:
+            continue
+    return total
+
+
 def peak_rss_mb(pid: int | str = "self") -> float:
     """A process's own peak RSS. Not ``ru_maxrss``: Linux carries the parent's
     RSS at fork/exec into a child's ``ru_maxrss``."""

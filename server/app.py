@@ -18,6 +18,7 @@ Nothing is created at import time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import logging
 from typing import Any
@@ -28,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from capture.capturer import Capturer
 from capture.errors import CaptureError
+from capture.settings import CaptureSettings
 from server.metrics import PredictionMetrics, ProxyMetrics
 from server.proxy import Forwarder, Receive, Scope, Send
 from server.settings import ProxySettings
@@ -73,8 +75,11 @@ class ProxyApp:
         s = self.settings
         self.runtime = WorkerRuntime(s)
         predictions = PredictionMetrics(self.registry, s.buckets("prediction"), s.buckets("score"))
-        self.capturer = Capturer(
-            self.runtime.capture_settings(), on_record=predictions.observe_record
+        self.capturer = await asyncio.to_thread(
+            Capturer,
+            proxy_capture_settings(self.runtime.capture_settings()),
+            tally=predictions.tally(),
+            on_tally=predictions.apply,
         )
         await asyncio.to_thread(self.capturer.check)  # fail at start on an unwritable sink
         self.exposition = self.runtime.attach(self.capturer, self.registry)
@@ -123,6 +128,15 @@ class ProxyApp:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+def proxy_capture_settings(cap: CaptureSettings) -> CaptureSettings:
+    """``MODELTAP_ENCODER=auto`` in the proxy: records are built in a helper
+    process (``capture.offload``), so the event loop keeps the interpreter,
+    except with full-traffic profiles, which are built on threads here."""
+    if cap.encoder != "auto":
+        return cap
+    return dataclasses.replace(cap, encoder="thread" if cap.profile_all else "process")
 
 
 def _log_final_counts(snap: dict[str, Any]) -> None:

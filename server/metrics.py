@@ -25,6 +25,7 @@ modes. The capture counters of other workers lag by at most
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import logging
@@ -67,6 +68,8 @@ COUNTERS = {
     "profile_write_failures": ("profile_write_failures", "Failed profile write attempts"),
     "labels_accepted": ("labels_accepted", "Ground-truth labels accepted (then buffered)"),
     "labels_rejected": ("labels_rejected", "Ground-truth label entries refused as invalid"),
+    "encoder_restarts": ("encoder_restarts", "Record-building helper processes replaced"),
+    "encoder_fallbacks": ("encoder_fallbacks", "Batches built in process after a helper failed"),
 }
 GAUGES = {
     "buffer_records": ("buffer_records", "Records in memory (buffered or in flight)"),
@@ -404,11 +407,10 @@ def _local_path(location: str) -> str:
 class PredictionMetrics:
     """Histograms of numeric predictions and ranking scores, per model and version.
 
-    Fed from the capture's background thread (``Capturer(on_record=...)``)
-    once a record's rows are extracted: nothing is parsed on the request path.
-    Only kept (sampled) records are observed. Non-numeric predictions are
-    skipped; a dict prediction contributes its numeric values under
-    ``output=<key>``.
+    Fed once per batch with the counts of a ``PredictionTally`` that ran
+    where the records were built (``Capturer(tally=..., on_tally=...)``):
+    nothing is parsed on the request path, nor in this process when records
+    are built in the capture's helper process.
 
     Buckets (``ProxySettings.buckets``): ``MODELTAP_PREDICTION_BUCKETS``
     (default ``DEFAULT_PREDICTION_BUCKETS``) for both histograms; with
@@ -447,28 +449,74 @@ class PredictionMetrics:
         self._scores: dict[tuple[str, ...], Any] = {}
         self._predictions: dict[tuple[str, ...], Any] = {}
 
-    def observe_record(self, record: dict[str, Any]) -> None:
+    def tally(self) -> PredictionTally:
+        """The record observer to give the capturer (``Capturer(tally=...)``)."""
+        return PredictionTally(self.prediction._upper_bounds, self.score._upper_bounds)
+
+    def apply(self, summary: dict[tuple[str, tuple[str, ...]], tuple[float, list[int]]]) -> None:
+        """Add a batch's ``PredictionTally`` summary to the histograms.
+
+        prometheus_client has no bulk observe: this adds to each child's sum
+        and (non-cumulative) bucket values, exactly what ``observe`` would
+        have done value by value (a test compares the two expositions).
+        """
+        for (name, labels), (total, counts) in summary.items():
+            histogram, children = (
+                (self.score, self._scores)
+                if name == "score"
+                else (self.prediction, self._predictions)
+            )
+            child = children.get(labels)
+            if child is None:
+                child = children[labels] = histogram.labels(*labels)
+            child._sum.inc(total)
+            for bucket, n in zip(child._buckets, counts, strict=True):
+                if n:
+                    bucket.inc(n)
+
+
+class PredictionTally:
+    """Bucket counts of a batch's predictions and scores, per label set.
+
+    Runs where records are built (the capture's helper process or its
+    flusher thread, ``capture.offload.RecordTally``); ``take`` hands the
+    counts to ``PredictionMetrics.apply`` in the proxy's process. Only kept
+    (sampled) records are observed. Non-numeric predictions are skipped; a
+    dict prediction contributes its numeric values under ``output=<key>``.
+    """
+
+    def __init__(self, prediction_bounds: list[float], score_bounds: list[float]) -> None:
+        self.bounds = {"prediction": list(prediction_bounds), "score": list(score_bounds)}
+        self._cells: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
+
+    def add(self, record: dict[str, Any]) -> None:
         model = record.get("model") or {}
         name, version = str(model.get("name")), str(model.get("version") or "")
         for row in record.get("rows") or ():
             if "score" in row:
-                _observe(self.score, self._scores, (name, version), row["score"])
+                self._count("score", (name, version), row["score"])
             pred = row.get("prediction")
             if isinstance(pred, dict):
                 for key, v in pred.items():
-                    _observe(self.prediction, self._predictions, (name, version, str(key)), v)
+                    self._count("prediction", (name, version, str(key)), v)
             else:
-                _observe(self.prediction, self._predictions, (name, version, ""), pred)
+                self._count("prediction", (name, version, ""), pred)
 
+    def _count(self, histogram: str, labels: tuple[str, ...], raw: Any) -> None:
+        value = _number(raw)
+        if value is None:
+            return
+        key = (histogram, labels)
+        cell = self._cells.get(key)
+        if cell is None:
+            bounds = self.bounds[histogram]
+            cell = self._cells[key] = [0.0, [0] * len(bounds), bounds]
+        cell[0] += value
+        cell[1][bisect.bisect_left(cell[2], value)] += 1  # first bound >= value, as observe
 
-def _observe(histogram: Any, children: dict[tuple[str, ...], Any], labels: Any, raw: Any) -> None:
-    """Observe ``raw`` when it is a finite number, through a cached child."""
-    value = _number(raw)
-    if value is not None:
-        child = children.get(labels)
-        if child is None:
-            child = children[labels] = histogram.labels(*labels)
-        child.observe(value)
+    def take(self) -> dict[tuple[str, tuple[str, ...]], tuple[float, list[int]]]:
+        cells, self._cells = self._cells, {}
+        return {key: (total, counts) for key, (total, counts, _) in cells.items()}
 
 
 def _number(value: Any) -> float | None:

@@ -291,7 +291,8 @@ class DiskSpool:
                 os.close(fd)
             probe.unlink()
         except OSError as exc:
-            raise SpoolError(f"spool {self.directory} not writable: {exc}") from exc
+            # strerror, not the exception: its text names the probe, a new name per thread
+            raise SpoolError(f"spool {self.directory} not writable: {exc.strerror or exc}") from exc
 
     def _create(self) -> int:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)

@@ -42,7 +42,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -155,7 +155,7 @@ class _GzipLines:
 
 
 def encode_items(
-    items: list[Any], process: Processor, gzip_level: int, default_model: str
+    items: Iterable[Any], process: Processor, gzip_level: int, default_model: str
 ) -> tuple[dict[tuple[str | None, str], tuple[bytes, int]], int]:
     """Build (``process``) and encode ``items`` into one gzip JSONL object per
     ``(kind, model)``: ``{(kind, model): (bytes, records)}`` and the number of

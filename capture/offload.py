@@ -43,7 +43,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 #: Exchanges packed per ``marshal.dumps`` call: ~0.2 ms each, so the event
 #: loop waits at most that long for the GIL while a batch is packed.
 PACK_CHUNK = 400
+#: The helper's niceness: where it competes with the request path for a core
+#: (a busy or small container), the scheduler favours the request path and the
+#: helper catches up in the gaps, the buffer absorbing the difference.
+HELPER_NICE = 5
 #: Longest wait for the helper's answer to one batch before it is replaced.
 BATCH_TIMEOUT_S = 120.0
 
@@ -136,8 +140,12 @@ def pack(items: list[Any]) -> bytes | None:
     )
 
 
-def unpack(payload: bytes) -> list[Any]:
-    return [unpack_one(row) for part in marshal.loads(payload) for row in marshal.loads(part)]
+def unpack(payload: bytes) -> Iterator[Any]:
+    """The items of a ``pack`` payload, one chunk decoded at a time: the
+    helper never holds a whole batch of exchanges as objects."""
+    for part in marshal.loads(payload):
+        for row in marshal.loads(part):
+            yield unpack_one(row)
 
 
 class EncoderProcess:
@@ -287,6 +295,8 @@ def serve(conn: _Duplex) -> None:
     closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(HELPER_NICE)
     from capture.buffer import encode_items
     from capture.capturer import RecordBuilder
 

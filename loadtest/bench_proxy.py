@@ -222,6 +222,13 @@ def main(flags: list[str]) -> None:
                 "proxy (capture on) RSS with its encoder helper after the run: "
                 f"{tree_rss_mb(pids[CAPTURE_ON]):.0f} MB"
             )
+        for name in (CAPTURE_ON, CAPTURE_THREAD):
+            if name in pids:  # records kept and dropped over every cell of the row
+                counts = _scrape(rows[name][0])
+                print(
+                    f"{name}: {counts.get('modeltap_capture_records_kept_total', 0):,.0f} kept, "
+                    f"{counts.get('modeltap_capture_records_dropped_total', 0):,.0f} dropped"
+                )
         for payload in payloads:
             _ratios(payload, {(n, c): r for (p, n, c), r in results.items() if p == payload})
 

@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.sysinfo import free_port, rss_mb
+from loadtest.sysinfo import free_port, tree_rss_mb
 from server.upstream import UpstreamError, UpstreamPool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,7 +145,8 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def rss_mb(self) -> float:
-        return rss_mb(self.pid)
+        """The proxy's RSS plus its children's (the capture's encoder helper)."""
+        return tree_rss_mb(self.pid)
 
     def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """``/_modeltap/metrics``: (sample name, sorted labels) -> value."""

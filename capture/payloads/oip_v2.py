@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import orjson
 
 from capture.payloads.base import MAX_FEATURES, MAX_ROWS, Extraction, Notes, header
@@ -81,6 +80,8 @@ def decode_binary(
     blob: bytes, datatype: str, count: int, notes: Notes, name: str
 ) -> list[Any] | None:
     """A binary tensor section as a flat Python list, or None with a note."""
+    import numpy as np  # here, not at import: ~15 MB in every process, for binary tensors only
+
     if datatype == "BYTES":
         return _decode_bytes(blob, count, notes, name)
     if datatype == "BF16":

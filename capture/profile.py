@@ -30,10 +30,14 @@ shuffled; KLL's error bounds hold for any order). A batch with many distinct
 numbers or strings reaches HLL through numpy ("HLL from numpy" below), a
 small one with one call per distinct key; frequent-items gets one call per
 value frequent enough in the batch to matter (see FREQ_RESOLUTION). Strings
-are counted with ``collections.Counter``, the main cost left for string
-columns. On 2 shared cores (``loadtest/bench_profile.py``): ~0.8M rows/s
-through ``update_columns`` for 20 mixed columns, ~260k rows/s through
-``update_rows`` (batches of 16,384), ~16M values/s through ``update_numeric``.
+in a list are counted with ``collections.Counter``; strings in a pyarrow
+array (what the monitor's training reader hands over) are counted by Arrow
+in C++ and read from the array's UTF-8 buffer, with the same profile as
+a result ("Arrow input" below; pyarrow is imported only when such an
+array is passed). On 2 shared cores (``loadtest/bench_profile.py``): ~0.95M
+rows/s through ``update_columns`` for 20 mixed columns with Arrow strings
+(~0.7M with lists of ``str``), ~260k rows/s through ``update_rows`` (batches
+of 16,384), ~16M values/s through ``update_numeric``.
 
 Example::
 
@@ -54,11 +58,11 @@ import re
 import struct
 import unicodedata
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from hashlib import blake2b
 from itertools import pairwise
 from operator import itemgetter
-from typing import Any
+from typing import Any, Protocol
 
 import datasketches as ds
 import numpy as np
@@ -394,15 +398,25 @@ def _plain_strings(
         return None
     # Each key's segment starts at the NUL before it, whose flags are 0.
     flags = np.bitwise_or.reduceat(chars, np.maximum(starts - 1, 0))
-    own = ((flags & 1) == 1) & (flags < 2) & (lengths <= MAX_STRING)
+    return buf, starts, lengths, _own_keys(flags, lengths)
+
+
+def _own_key(s: str) -> bool:
+    """``_own_keys`` for one string."""
+    return not s or (s.isascii() and len(s) <= MAX_STRING and bool(s.strip(_NUMBER_CHARS)))
+
+
+def _own_keys(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Which strings are their own canonical key, from the OR of ``_CHAR_FLAGS``
+    over each one's bytes and its length in bytes."""
+    own: np.ndarray = ((flags & 1) == 1) & (flags < 2) & (lengths <= MAX_STRING)
     own |= lengths == 0
-    return buf, starts, lengths, own
+    return own
 
 
 # Per byte of a UTF-8 key: 1 = not a character of a JSON number, 2 = not ASCII.
-_CHAR_FLAGS = bytes(
-    0 if c == 0 or chr(c) in "-+.0123456789eE" else 1 if c < 128 else 3 for c in range(256)
-)
+_NUMBER_CHARS = "\x00-+.0123456789eE"
+_CHAR_FLAGS = bytes(0 if chr(c) in _NUMBER_CHARS else 1 if c < 128 else 3 for c in range(256))
 
 
 def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -420,6 +434,106 @@ def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
     bounds[1:-1] = seps
     bounds[-1] = buf.size
     return buf, flags, bounds[:-1] + 1, np.diff(bounds) - 1
+
+
+# -- Arrow input ------------------------------------------------------------------
+#
+# A column may arrive as a pyarrow Array or ChunkedArray (what the monitor's
+# training reader hands over for strings), recognised by its module so that
+# this module never imports pyarrow unless given one. Strings are counted by
+# Arrow (``value_counts``, in C++, in order of first appearance as a Counter
+# would) and their distinct keys go through the same code as a list's, read
+# from the array's offsets and UTF-8 buffer instead of Python ``str``: the
+# profile equals the one ``to_pylist()`` would give, byte for byte. Numbers
+# go through numpy.
+
+
+class ArrowArray(Protocol):
+    """What is used of a pyarrow ``Array`` or ``ChunkedArray``."""
+
+    @property
+    def type(self) -> Any: ...
+
+    @property
+    def null_count(self) -> int: ...
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+Column = Sequence[Any] | np.ndarray | ArrowArray
+
+
+def _is_arrow(values: object) -> bool:
+    return type(values).__module__.startswith("pyarrow")
+
+
+def _is_text(t: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _arrow_counts(arr: Any) -> tuple[Any, Any]:
+    """(distinct non-null strings, their counts) of an Arrow string column, in
+    order of first appearance; a dictionary column's values decoded."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    counted = pc.value_counts(arr)
+    values, counts = counted.field(0), counted.field(1)
+    if pa.types.is_dictionary(values.type):
+        values = values.dictionary_decode()
+        if pc.count_distinct(values, mode="all").as_py() < len(values):  # repeats in the dictionary
+            return _arrow_counts(arr.cast(values.type))
+    if values.null_count:
+        valid = values.is_valid()
+        values, counts = values.filter(valid), counts.filter(valid)
+    return values, counts
+
+
+def _arrow_texts(values: Any) -> list[str]:
+    """An Arrow string array as ``str``; bytes that are not UTF-8 replaced
+    (U+FFFD), as the training reader decodes binary columns."""
+    import pyarrow as pa
+
+    try:
+        return list(values.to_pylist())
+    except UnicodeDecodeError:
+        raw = values.cast(pa.large_binary()).to_pylist()
+        return [b.decode("utf-8", "replace") for b in raw]
+
+
+def _arrow_plain(
+    values: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``_plain_strings`` of an Arrow array of distinct strings, from its
+    buffers. None when a string holds a NUL (as ``_plain_strings``) or the bytes
+    are not valid UTF-8."""
+    import pyarrow as pa
+
+    _, offsets_buf, data_buf = values.buffers()
+    width = np.int64 if pa.types.is_large_string(values.type) else np.int32
+    offsets = np.frombuffer(offsets_buf, width)[values.offset : values.offset + len(values) + 1]
+    offsets = offsets.astype(np.intp)
+    end = int(offsets[-1])
+    buf = np.frombuffer(data_buf, np.uint8)[:end] if end else np.zeros(0, np.uint8)
+    body = buf[offsets[0] :]
+    if not body.all():  # a NUL
+        return None
+    chars = np.frombuffer(body.tobytes().translate(_CHAR_FLAGS), np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    flags = np.zeros(starts.size, np.uint8)
+    full = lengths > 0
+    if full.any():
+        flags[full] = np.bitwise_or.reduceat(chars, starts[full] - offsets[0])
+    if (flags >= 2).any():  # non-ASCII bytes: Arrow may hold invalid UTF-8
+        try:
+            values.validate(full=True)
+        except pa.ArrowInvalid:
+            return None
+    return buf, starts, lengths, _own_keys(flags, lengths)
 
 
 def _drain(calls: Iterable[Any]) -> None:
@@ -551,14 +665,19 @@ class ColumnProfile:
             self.nulls += n
             self._kinds({"null": n})
 
-    def update(self, values: Sequence[Any] | np.ndarray) -> None:
-        """Add a batch of Python values (None is null)."""
+    def update(self, values: Column) -> None:
+        """Add a batch of Python values (None is null), a numpy array, or a
+        pyarrow Array or ChunkedArray (see "Arrow input")."""
         if isinstance(values, np.ndarray):
             if values.dtype.kind in "fiu":
                 self.update_numeric(values)
                 return
             values = list(values.tolist())
-        values = values if isinstance(values, Sequence) else list(values)
+        elif not isinstance(values, Sequence):
+            if _is_arrow(values):
+                self._update_arrow(values)
+                return
+            values = list(values)
         n = len(values)
         if not n:
             return
@@ -595,6 +714,65 @@ class ColumnProfile:
         self._count_strings(len(values), nulls)
         self._feed_strings(counts)
         return True
+
+    def _update_arrow(self, arr: Any) -> None:
+        """An Arrow column, profiled as its ``to_pylist()`` would be."""
+        import pyarrow as pa
+
+        t = arr.type
+        if _is_text(t) or (pa.types.is_dictionary(t) and _is_text(t.value_type)):
+            self._arrow_strings(arr)
+        elif pa.types.is_integer(t) or pa.types.is_floating(t):
+            self._arrow_numbers(arr)
+        else:
+            self.update(arr.to_pylist())
+
+    def _arrow_numbers(self, arr: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        nulls = arr.null_count
+        if not nulls:
+            self.update_numeric(arr.to_numpy(zero_copy_only=False))
+            return
+        if pa.types.is_integer(arr.type):
+            lo, hi = (v.as_py() for v in pc.min_max(arr).values())
+            if lo is not None and max(-lo, hi) >= 2**53:  # exact keys, as a list keeps them
+                self.update(arr.to_pylist())
+                return
+        floats = arr.cast(pa.float64()).fill_null(math.nan).to_numpy(zero_copy_only=False)
+        self._numeric(floats, nulls, keys_from_floats=True)
+
+    def _arrow_strings(self, arr: Any) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n, nulls = len(arr), arr.null_count
+        if not n:
+            return
+        self._count_strings(n, nulls)
+        if nulls == n:
+            return
+        values, counts = _arrow_counts(arr)
+        plain = _arrow_plain(values) if len(values) >= VECTOR_HLL_MIN and _vector_hll() else None
+        if plain is None:
+            by_key: dict[str, int] = {}
+            for key, c in zip(_arrow_texts(values), counts.to_pylist(), strict=True):
+                by_key[key] = by_key.get(key, 0) + c
+            self._feed_strings(by_key)
+            return
+
+        def found(names: list[str]) -> list[tuple[str, int]]:
+            if len(names) > 8:  # one hash table of the values rather than a scan per name
+                pos = pc.index_in(pa.array(names, values.type), value_set=values).to_pylist()
+            else:
+                pos = [pc.index(values, name).as_py() for name in names]
+            return [
+                (name, i) for name, i in zip(names, pos, strict=True) if i is not None and i >= 0
+            ]
+
+        cnt = counts.to_numpy()
+        self._feed_plain(*plain, cnt, lambda idx: values.take(idx).to_pylist(), found)
 
     def _count_strings(self, n: int, nulls: int) -> None:
         self.count += n
@@ -750,28 +928,48 @@ class ColumnProfile:
         if plain is None:
             self._feed_keys(_keyed(counts))
             return
-        buf, starts, lengths, own = plain
+
+        def found(names: list[str]) -> list[tuple[str, int]]:
+            hits = [name for name in names if name in counts]
+            pos = {key: i for i, key in enumerate(keys)} if hits else {}
+            return [(name, pos[name]) for name in hits]
+
         cnt = np.fromiter(counts.values(), np.int64, n)
+        self._feed_plain(*plain, cnt, lambda idx: [keys[i] for i in idx.tolist()], found)
+
+    def _feed_plain(
+        self,
+        buf: np.ndarray,
+        starts: np.ndarray,
+        lengths: np.ndarray,
+        own: np.ndarray,
+        cnt: np.ndarray,
+        take: Callable[[np.ndarray], list[str]],
+        found: Callable[[list[str]], list[tuple[str, int]]],
+    ) -> None:
+        """HLL and frequent-items from distinct strings held as UTF-8 bytes
+        (``buf[starts[i] : starts[i] + lengths[i]]``, ``own`` as ``_plain_strings``
+        makes it) with their counts ``cnt``. ``take(indices)`` gives those keys
+        as ``str``; ``found(names)`` gives (name, index) of the names among them."""
         reg = np.zeros(1 << HLL_LG_K, np.uint8)
         fast = own & (lengths > 0)
         _hll_strings(reg, buf, starts[fast], lengths[fast])
         self._hll_fold(reg)
-        other = np.flatnonzero(~own).tolist()
-        rest = _keyed({keys[i]: int(cnt[i]) for i in other}) if other else {}
+        other = np.flatnonzero(~own)
+        raw = take(other)
+        rest = _keyed(dict(zip(raw, cnt[other].tolist(), strict=True))) if raw else {}
         _drain(map(self.hll.update, rest))
         # canonical() may turn an odd key into one of the plain ones ("1e999" ->
         # "inf", a Kelvin sign -> "K"): frequent-items gets the sum, once.
-        raw = {keys[i] for i in other}
-        clash = [k for k in rest if isinstance(k, str) and k not in raw and k in counts]
-        if clash:
-            pos = {key: i for i, key in enumerate(keys)}
-            for name in clash:
-                rest[name] += counts[name]
-                own[pos[name]] = False
+        odd = set(raw)
+        changed = [k for k in rest if isinstance(k, str) and k not in odd and _own_key(k)]
+        for name, i in found(changed) if changed else []:
+            rest[name] += int(cnt[i])
+            own[i] = False
         total = int(cnt.sum())
         freq = self.freq.update
-        for i in np.flatnonzero(own & (cnt * FREQ_RESOLUTION > total)).tolist():
-            freq(keys[i], int(cnt[i]))
+        heavy = np.flatnonzero(own & (cnt * FREQ_RESOLUTION > total))
+        _drain(map(freq, take(heavy), cnt[heavy].tolist()))
         for key, c in rest.items():
             if c * FREQ_RESOLUTION > total:
                 freq(_text(key), c)
@@ -998,10 +1196,10 @@ class DatasetProfile:
                 self._column(name).update([r.get(name) for r in rows])
         self._finish(names, n)
 
-    def update_columns(
-        self, columns: Mapping[str, Sequence[Any] | np.ndarray], n_rows: int
-    ) -> None:
-        """Profile a columnar batch of ``n_rows`` rows; absent columns are null."""
+    def update_columns(self, columns: Mapping[str, Column], n_rows: int) -> None:
+        """Profile a columnar batch of ``n_rows`` rows; absent columns are null.
+        A column is a list of values, a numpy array or a pyarrow Array or
+        ChunkedArray (see ``ColumnProfile.update``)."""
         names = {_name(k): k for k in columns}
         if len(names) != len(columns):
             raise ValueError(f"column names collide once made strings: {sorted(names)!r}")

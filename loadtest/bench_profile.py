@@ -13,10 +13,12 @@ distinct values with skewed frequencies, and an id-like column of ~all-distinct
 16-character hex ids). It is generated with numpy once and cached as
 ``.bench/profile-frame-<rows>.npz`` (``.bench/`` is git-ignored); our side
 reads it as 8 batches of rows/8 (125,000) rows: numbers as numpy arrays,
-strings as Python lists of ``str`` (what ``monitor_job.training`` gives a
-baseline). Each side runs in a fresh subprocess, so its peak RSS is its own;
-our figure is best and median of ``--repeats`` (3) profiles of the whole
-frame, each into a new ``DatasetProfile``.
+strings as pyarrow string arrays (what ``monitor_job.training`` hands a
+baseline from CSV or Parquet). A second run feeds the strings as Python
+lists of ``str`` instead (what a JSONL baseline, or this code before Arrow
+input, gets), for comparison. Each side runs in a fresh subprocess, so its
+peak RSS is its own; our figures are best and median of ``--repeats`` (3)
+profiles of the whole frame, each into a new ``DatasetProfile``.
 
 Reference: whylogs (``whylogs.log(df)`` on a pandas DataFrame of the same
 frame, strings as ``object`` columns). whylogs 1.6 needs numpy<2 (it uses
@@ -28,11 +30,12 @@ figure stands alone. ``--no-reference`` or ``MODELTAP_BENCH_NO_REFERENCE=1``
 skips it. ``MODELTAP_BENCH_DIR`` moves ``.bench/`` elsewhere (the smoke test).
 
 Only stdlib and numpy are imported at module level: the whylogs venv runs
-this file and has neither our package nor datasketches.
+this file and has neither our package, datasketches nor pyarrow.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -107,10 +110,17 @@ def load_frame(path: Path) -> dict[str, np.ndarray]:
 # -- the two sides (each in its own process) -------------------------------------
 
 
-def _batches(frame: dict[str, np.ndarray]) -> list[tuple[dict[str, Any], int]]:
-    """The frame as BATCHES column batches: numbers as arrays, strings as fresh
-    lists of ``str`` (fresh objects: a string's hash is computed once and then
-    cached in the object, so reusing lists would flatter later repeats)."""
+# How our side gets the string columns: (label, child side).
+STRING_FORMS = (("strings as Arrow arrays", "ours"), ("strings as lists of `str`", "ours-lists"))
+
+
+def _batches(frame: dict[str, np.ndarray], arrow: bool) -> list[tuple[dict[str, Any], int]]:
+    """The frame as BATCHES column batches: numbers as arrays, strings as
+    pyarrow string arrays, or as fresh lists of ``str`` (fresh objects: a
+    string's hash is computed once and then cached in the object, so reusing
+    lists would flatter later repeats)."""
+    import pyarrow as pa
+
     n = len(next(iter(frame.values())))
     size = -(-n // BATCHES)
     out = []
@@ -118,12 +128,15 @@ def _batches(frame: dict[str, np.ndarray]) -> list[tuple[dict[str, Any], int]]:
         batch: dict[str, Any] = {}
         for name, arr in frame.items():
             part = arr[start : start + size]
-            batch[name] = part.tolist() if part.dtype.kind == "U" else np.ascontiguousarray(part)
+            if part.dtype.kind != "U":
+                batch[name] = np.ascontiguousarray(part)
+            else:
+                batch[name] = pa.array(part, pa.string()) if arrow else part.tolist()
         out.append((batch, len(part)))
     return out
 
 
-def run_ours(path: Path, repeats: int) -> dict[str, Any]:
+def run_ours(path: Path, repeats: int, arrow: bool = True) -> dict[str, Any]:
     from capture.profile import DatasetProfile
 
     frame = load_frame(path)
@@ -132,7 +145,7 @@ def run_ours(path: Path, repeats: int) -> dict[str, Any]:
     times = []
     prof = DatasetProfile()
     for _ in range(repeats):
-        batches = _batches(frame)
+        batches = _batches(frame, arrow)
         frame_rss = max(frame_rss, rss_mb())
         prof = DatasetProfile()
         t0 = time.perf_counter()
@@ -149,6 +162,10 @@ def run_ours(path: Path, repeats: int) -> dict[str, Any]:
         "s_id_distinct": prof.columns["s_id"].distinct(),
         "f_normal_median": prof.columns["f_normal"].quantiles([0.5])[0],
         "profile_bytes": len(prof.to_bytes()),
+        # KLL compacts at random, so only the string columns can match across processes.
+        "strings_digest": hashlib.blake2b(
+            json.dumps([prof.columns[k].to_dict() for k in frame if k.startswith("s_")]).encode()
+        ).hexdigest(),
     }
 
 
@@ -234,7 +251,7 @@ def main(flags: list[str]) -> None:
         f"{n:,} rows x 20 columns (10 float64, 5 int64, 5 string), {BATCHES} batches of "
         f"{-(-n // BATCHES):,} rows, frame {path.name}"
     )
-    ours = _child(sys.executable, "ours", path, repeats)
+    ours = {side: _child(sys.executable, side, path, repeats) for _, side in STRING_FORMS}
     ref: dict[str, Any] | None = None
     why = "skipped (--no-reference)"
     if reference:
@@ -246,7 +263,10 @@ def main(flags: list[str]) -> None:
                 why = str(exc).splitlines()[-1]
     print(f"| what | best of {repeats} | median of {repeats} | peak RSS (frame alone) |")
     print("| --- | --- | --- | --- |")
-    rows: list[tuple[str, dict[str, Any]]] = [("modeltap `DatasetProfile.update_columns`", ours)]
+    rows = [
+        (f"modeltap `DatasetProfile.update_columns`, {how}", ours[side])
+        for how, side in STRING_FORMS
+    ]
     if ref is not None:
         rows.append((f"whylogs {ref['version']} `whylogs.log(df)` (reference)", ref))
     for label, res in rows:
@@ -255,15 +275,18 @@ def main(flags: list[str]) -> None:
             f"{_rate(res['rows'], statistics.median(res['times']))} | "
             f"{res['peak_rss_mb']:.0f} MB ({res['frame_rss_mb']:.0f} MB) |"
         )
-    best = ours["rows"] / min(ours["times"])
+    best = ours["ours"]["rows"] / min(ours["ours"]["times"])
     met = "met" if best >= TARGET_ROWS_PER_S else "NOT met"
     note = "" if n >= 1_000_000 else f" (the target is for 1M rows; this run had {n:,})"
-    print(f"target >= {TARGET_ROWS_PER_S:,} rows/s in one process: {met}{note}")
+    arrow, lists = ours["ours"], ours["ours-lists"]
+    print(f"target >= {TARGET_ROWS_PER_S:,} rows/s in one process (strings as Arrow): {met}{note}")
     print(
-        f"sanity: s_id distinct estimate {ours['s_id_distinct']:,.0f}"
+        f"sanity: s_id distinct estimate {arrow['s_id_distinct']:,.0f}"
         + (f" (whylogs {ref['s_id_distinct']:,.0f})" if ref is not None else "")
-        + f", f_normal median {ours['f_normal_median']:.3f}, "
-        f"profile {ours['profile_bytes'] / 1024:.0f} KiB serialised"
+        + f", f_normal median {arrow['f_normal_median']:.3f}, "
+        f"profile {arrow['profile_bytes'] / 1024:.0f} KiB serialised; "
+        f"string columns' profiles equal to the lists': "
+        f"{'yes' if arrow['strings_digest'] == lists['strings_digest'] else 'NO'}"
     )
     if ref is None:
         print(f"reference: whylogs not run: {why}")
@@ -271,6 +294,9 @@ def main(flags: list[str]) -> None:
         print(f"ratio: modeltap / whylogs = {best / (ref['rows'] / min(ref['times'])):.1f}x")
 
 
-if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] in ("ours", "whylogs"):
-    side = {"ours": run_ours, "whylogs": run_whylogs}[sys.argv[1]]
-    print(json.dumps(side(Path(sys.argv[2]), int(sys.argv[3]))))
+if __name__ == "__main__" and len(sys.argv) == 4:
+    where, times = Path(sys.argv[2]), int(sys.argv[3])
+    if sys.argv[1] == "whylogs":
+        print(json.dumps(run_whylogs(where, times)))
+    elif sys.argv[1] in ("ours", "ours-lists"):
+        print(json.dumps(run_ours(where, times, arrow=sys.argv[1] == "ours")))

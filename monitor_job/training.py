@@ -12,9 +12,13 @@ A batch maps each column to its values for the same rows:
 
 - a numeric column without nulls is a float64 numpy array (writable,
   contiguous; NaN and inf kept as such);
-- any other column is a Python list: numbers with ``None`` for nulls (so
-  null stays distinct from NaN), strings, bools; dates and timestamps as ISO
-  strings; nested lists stay list values.
+- from CSV and Parquet, a string column (dictionary-encoded ones too), a
+  numeric column with nulls (null stays distinct from NaN) and a date or
+  timestamp column (as ISO strings) stay pyarrow arrays: the profile counts
+  them in Arrow, without a Python object per value, and gets the profile the
+  same values as a list would give;
+- any other column is a Python list: numbers with ``None`` for nulls, strings,
+  bools; nested lists stay list values.
 - struct columns (Parquet) and nested objects (JSON) are spread into dotted
   columns (``user.age``); capture rows are flattened the same way.
 
@@ -39,18 +43,19 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 
 from capture.payloads.csv_body import parse_cell
+from capture.profile import ArrowArray, Column
 from capture.rows import spread
 from monitor_job.locations import InputError, iter_lines
 
 log = logging.getLogger(__name__)
 
-Batch = dict[str, "np.ndarray | list[Any]"]
+Batch = dict[str, Column]
 
 FORMATS = {
     ".csv": "csv",
@@ -142,23 +147,29 @@ def _s3_training(url: str, batch_rows: int) -> Iterator[Batch]:
 # -- Arrow (CSV, Parquet) ---------------------------------------------------------
 
 
-def _values(arr: Any, cells: bool = False) -> np.ndarray | list[Any]:
+def _values(arr: Any, cells: bool = False) -> Column:
     """One Arrow array as a batch column (see the module docstring)."""
     import pyarrow as pa
 
     t = arr.type
-    if pa.types.is_dictionary(t):
+    coded = pa.types.is_dictionary(t)
+    text = pa.types.is_string(t.value_type if coded else t) or pa.types.is_large_string(
+        t.value_type if coded else t
+    )
+    if coded and (cells or not text):
         arr = arr.dictionary_decode()
         t = arr.type
+    if text and not cells:
+        return cast(ArrowArray, arr)  # the profile counts Arrow strings itself
     if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
         if pa.types.is_decimal(t):
             arr = arr.cast(pa.float64(), safe=False)
         if arr.null_count == 0:
             numbers = arr.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
             return np.array(numbers, dtype=np.float64)  # a writable copy
-        return list(arr.to_pylist())
+        return cast(ArrowArray, arr)  # nulls kept apart from NaN by the profile
     if pa.types.is_temporal(t):
-        return list(arr.cast(pa.string()).to_pylist())
+        return cast(ArrowArray, arr.cast(pa.string()))
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return [None if b is None else b.decode("utf-8", "replace") for b in arr.to_pylist()]
     values = arr.to_pylist()

@@ -32,6 +32,8 @@ def concat(path: Path, batch_rows: int = 65536) -> tuple[dict[str, list[Any]], l
             if isinstance(values, np.ndarray):
                 assert values.dtype == np.float64 and values.flags.writeable
                 assert values.flags.c_contiguous
+            if isinstance(values, pa.Array):
+                values = values.to_pylist()
             out.setdefault(name, []).extend(list(values))
     return out, sizes
 
@@ -65,7 +67,9 @@ def test_csv_nulls_nan_types_and_batches(tmp_path: Path) -> None:
     assert cols["label"] == [0.0, 1.0, 0.0, 1.0, 0.0]
     whole = next(read_training(str(path)))
     assert isinstance(whole["label"], np.ndarray)  # numeric, no nulls: float64
-    assert isinstance(whole["x"], list) and isinstance(whole["cat"], list)
+    # strings, and numbers with nulls, stay Arrow arrays for the profile
+    assert isinstance(whole["x"], pa.Array) and isinstance(whole["cat"], pa.Array)
+    assert isinstance(whole["day"], pa.Array) and isinstance(whole["flag"], list)
 
 
 def test_csv_mixed_types_after_the_first_block(
@@ -205,3 +209,47 @@ def test_missing_paths_and_empty_directories(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(InputError, match=rf"^{tmp_path}: no training files"):
         list(read_training(str(tmp_path)))
+
+
+def test_baseline_from_arrow_batches_equals_the_one_from_their_values(tmp_path: Path) -> None:
+    """The reader hands strings (plain and dictionary-encoded), numbers with
+    nulls and timestamps over as Arrow arrays; the profile is the one their
+    Python values give (string columns byte for byte; numeric ones but for
+    KLL, which compacts at random)."""
+    from capture.profile import DatasetProfile
+
+    rng = np.random.default_rng(9)
+    n = 30_000
+    ids = [f"u{j}" if j % 17 else None for j in rng.integers(0, 10**6, n).tolist()]
+    city = rng.choice(["Lyon", "Zürich", "Sa\u0303o Paulo", "1.0", "1"], n).tolist()
+    score: list[Any] = rng.normal(size=n).tolist()
+    score[::13] = [None] * len(score[::13])
+    count: list[Any] = rng.integers(0, 9, n).tolist()
+    count[::7] = [None] * len(count[::7])
+    table = pa.table(
+        {
+            "id": pa.array(ids),
+            "city": pa.array(city).dictionary_encode(),
+            "score": pa.array(score),
+            "count": pa.array(count, pa.int64()),
+            "day": pa.array([dt.date(2024, 1, 1 + i % 28) for i in range(n)]),
+        }
+    )
+    path = tmp_path / "train.parquet"
+    pq.write_table(table, path)
+    from_arrow, from_values = DatasetProfile(), DatasetProfile()
+    reader = pq.ParquetFile(path, read_dictionary=["city"])  # keep "city" dictionary-encoded
+    batches = [training._columns(b) for b in reader.iter_batches(batch_size=8192)]
+    assert isinstance(batches[0]["city"], pa.DictionaryArray)
+    for batch in [*batches, *read_training(str(path), 10_000)]:
+        rows = len(batch["id"])
+        assert all(isinstance(batch[c], pa.Array) for c in ("id", "city", "score", "count"))
+        from_arrow.update_columns(batch, rows)
+        plain = {k: v.to_pylist() if isinstance(v, pa.Array) else v for k, v in batch.items()}
+        from_values.update_columns(plain, rows)
+    for name in table.column_names:
+        mine, theirs = from_arrow.columns[name].to_dict(), from_values.columns[name].to_dict()
+        if name in ("score", "count"):
+            del mine["kll"], theirs["kll"]
+        assert mine == theirs, name
+    assert from_arrow.rows == 2 * n and from_arrow.columns["id"].nulls == 2 * ids.count(None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -27,7 +28,7 @@ from capture.decorator import Call, call_record, decorate
 from capture.errors import ConfigError
 from capture.keys import KeyNamer
 from capture.labels import LABEL_KIND, LabelBatch, parse_labels
-from capture.offload import pack_one, unpack_one
+from capture.offload import merge_groups, pack_one, unpack_one
 from capture.record import build_record, parse_time
 from capture.settings import CaptureSettings
 from capture.sinks import sink_from_url
@@ -343,22 +344,51 @@ class Capturer:
         return record
 
     def _encode_batch(self, items: list[Any]) -> Groups:
-        """The buffer's encoder: in the helper process when there is one (and
-        it can take the batch), else on this flusher thread."""
-        groups = self.encoder.encode(items) if self.encoder is not None else None
-        if groups is None:
-            if self.encoder is not None:  # packed for a helper that failed
-                items = [unpack_one(item) for item in items]
-            groups, failed = encode_items(
-                items, self._process, self.settings.gzip_level, self.settings.model
+        """The buffer's encoder: the helper process builds the batch when
+        there is one; this flusher thread builds it when there is none or the
+        helper fails. When the helper falls behind (the buffer over half
+        full, where records would soon be dropped), both build, half the
+        batch each: the request path then shares the interpreter with record
+        building, as with ``MODELTAP_ENCODER=thread``, instead of losing
+        records."""
+        encoder = self.encoder
+        if encoder is None:
+            return self._encode_here(items)
+        if len(items) > 1 and self._behind():
+            self.stats.add("encoder_assists")
+            half = len(items) // 2
+            box: list[Groups | None] = []
+            helper = threading.Thread(
+                target=lambda: box.append(encoder.encode(items[:half])),
+                name="modeltap-encode-helper",
+                daemon=True,
             )
-            if failed:
-                self.stats.drop("encode_error", failed)
-            if self.tally is not None and self.on_tally is not None:
-                try:
-                    self.on_tally(self.tally.take())
-                except Exception:  # an observer must not cost the batch
-                    log.exception("on_tally hook failed")
+            helper.start()
+            here = self._encode_here([unpack_one(item) for item in items[half:]])
+            helper.join()
+            there = box[0] if box else None
+            if there is None:
+                there = self._encode_here([unpack_one(item) for item in items[:half]])
+            return merge_groups(there, here)
+        groups = encoder.encode(items)
+        if groups is None:  # packed for a helper that failed: build them here
+            groups = self._encode_here([unpack_one(item) for item in items])
+        return groups
+
+    def _behind(self) -> bool:
+        return self.buffer.depth()[1] > self.settings.buffer_max_bytes // 2
+
+    def _encode_here(self, items: list[Any]) -> Groups:
+        groups, failed = encode_items(
+            items, self._process, self.settings.gzip_level, self.settings.model
+        )
+        if failed:
+            self.stats.drop("encode_error", failed)
+        if self.tally is not None and self.on_tally is not None:
+            try:
+                self.on_tally(self.tally.take())
+            except Exception:  # an observer must not cost the batch
+                log.exception("on_tally hook failed")
         return groups
 
     # -- control ------------------------------------------------------------

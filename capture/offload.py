@@ -148,6 +148,20 @@ def unpack(payload: bytes) -> Iterator[Any]:
             yield unpack_one(row)
 
 
+def merge_groups(a: Groups, b: Groups) -> Groups:
+    """Two encodings of parts of one batch as one: a group in both becomes
+    two gzip members in one object, which every gzip reader (``gzip``,
+    ``zcat``, S3 Select, Athena) reads as one stream."""
+    out = dict(a)
+    for key, (data, count) in b.items():
+        if key in out:
+            first, n = out[key]
+            out[key] = (first + data, n + count)
+        else:
+            out[key] = (data, count)
+    return out
+
+
 class EncoderProcess:
     """The parent's handle on one helper: ``encode(items)`` or None (build here).
 

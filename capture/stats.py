@@ -59,6 +59,7 @@ COUNTERS = (
     "labels_rejected",
     "encoder_restarts",
     "encoder_fallbacks",
+    "encoder_assists",
 )
 LABELED = ("dropped", "flushes")
 DROP_REASONS = (

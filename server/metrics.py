@@ -70,6 +70,10 @@ COUNTERS = {
     "labels_rejected": ("labels_rejected", "Ground-truth label entries refused as invalid"),
     "encoder_restarts": ("encoder_restarts", "Record-building helper processes replaced"),
     "encoder_fallbacks": ("encoder_fallbacks", "Batches built in process after a helper failed"),
+    "encoder_assists": (
+        "encoder_assists",
+        "Batches built half here, half in the helper, because it fell behind",
+    ),
 }
 GAUGES = {
     "buffer_records": ("buffer_records", "Records in memory (buffered or in flight)"),

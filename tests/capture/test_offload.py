@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 
 import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -57,6 +58,7 @@ def traffic(n=300):
 
 
 def run(tmp_path, encoder, *, sample_rate=1.0, **kw):
+    kw.setdefault("flush_max_records", 97)  # several batches
     registry = CollectorRegistry()
     metrics = PredictionMetrics(registry, BUCKETS)
     cap = Capturer(
@@ -67,7 +69,6 @@ def run(tmp_path, encoder, *, sample_rate=1.0, **kw):
         redact_fields=("ssn",),
         tally=metrics.tally(),
         on_tally=metrics.apply,
-        flush_max_records=97,  # several batches
         **kw,
     )
     try:
@@ -296,3 +297,29 @@ def test_helper_yields_the_cpu_to_the_request_path(tmp_path):
 def _nice(pid):
     with open(f"/proc/{pid}/stat") as fh:
         return int(fh.read().split(")")[-1].split()[16])  # field 19 of stat
+
+
+def test_a_helper_that_falls_behind_gets_help_from_the_flusher(tmp_path):
+    """Over half the buffer held: half of each batch is built here, half in the
+    helper, and each object holds both halves (two gzip members)."""
+    small = {"buffer_max_bytes": 200_000, "flush_max_bytes": 120_000, "flush_max_records": 10_000}
+    assisted, assisted_reg = run(tmp_path / "process", "process", **small)
+    reference, reference_reg = run(tmp_path / "thread", "thread", **small)
+    snap = assisted.stats.snapshot()
+    assert snap["encoder_assists"] >= 1 and snap["encoder_fallbacks"] == 0
+    assert by_id(tmp_path / "process") == by_id(tmp_path / "thread")
+    assert snap["records_written"] == reference.stats.get("records_written") == 302
+    assert sum(snap["dropped"].values()) == 0
+    assert histogram_lines(assisted_reg) == histogram_lines(reference_reg)
+    members = [gzip_members(p.read_bytes()) for p in (tmp_path / "process").rglob("*.jsonl.gz")]
+    assert max(members) == 2  # an object built in two halves
+
+
+def gzip_members(data):
+    n = 0
+    while data:
+        z = zlib.decompressobj(31)
+        z.decompress(data)
+        assert z.eof
+        data, n = z.unused_data, n + 1
+    return n

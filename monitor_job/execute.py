@@ -39,6 +39,7 @@ import orjson
 
 from capture.profile import KLL_K, DatasetProfile, canonical
 from capture.record import parse_time
+from capture.rows import FlatColumns
 from monitor_job.locations import open_location
 from monitor_job.readers import InputError, ObjectRef, flatten, read_records
 
@@ -134,23 +135,24 @@ class _Segmenter:
             cache[value] = key
         return key
 
-    def groups(
-        self, rows: list[dict[str, Any]], *, custom_only: bool = False
-    ) -> dict[str, list[dict[str, Any]]]:
-        """The rows of each segment key (a row is in one segment per column)."""
-        out: dict[str, list[dict[str, Any]]] = {}
+    def groups(self, batch: FlatColumns, *, custom_only: bool = False) -> dict[str, list[int]]:
+        """The row indices of each segment key (a row is in one segment per column)."""
+        out: dict[str, list[int]] = {}
+        n = len(batch)
         for col in self.columns[1:] if custom_only else self.columns:
-            values = [row.get(col) for row in rows]
+            values = batch.column(col)
+            if values is None:  # no row has it: no segment (a null has no key)
+                continue
             first = values[0] if values else None
-            if type(first) is str and values.count(first) == len(values):  # one value
+            if type(first) is str and values.count(first) == n:  # one value
                 key = self._key(col, first)
                 if key is not None:
-                    out.setdefault(key, []).extend(rows)
+                    out.setdefault(key, []).extend(range(n))
                 continue
-            for row, value in zip(rows, values, strict=True):
+            for i, value in enumerate(values):
                 key = self._key(col, value)
                 if key is not None:
-                    out.setdefault(key, []).append(row)
+                    out.setdefault(key, []).append(i)
         return out
 
 
@@ -203,7 +205,7 @@ def _profile_object(
     segmenter = _Segmenter(segments)
     hours = frozenset(profiled_hours)
     custom = len(segmenter.columns) > 1
-    held: list[dict[str, Any]] = []  # rows of profiled hours, for the custom segments
+    held = FlatColumns()  # rows of profiled hours, for the custom segments
     # Segment keys whose profile is, so far, the whole profile (every row
     # profiled had that key); None before the first batch.
     mirrors: set[str] | None = None
@@ -223,13 +225,13 @@ def _profile_object(
         else:
             prof.merge(whole)
 
-    def segment_only(rows: list[dict[str, Any]]) -> None:
+    def segment_only(rows: FlatColumns) -> None:
         if rows:
             for key, group in segmenter.groups(rows, custom_only=True).items():
-                profile_of(key).update_rows(group)
+                rows.profile(profile_of(key), group)
         rows.clear()
 
-    def profile(batch: list[dict[str, Any]]) -> None:
+    def profile(batch: FlatColumns) -> None:
         nonlocal mirrors
         groups = segmenter.groups(batch)
         full = {key for key, group in groups.items() if len(group) == len(batch)}
@@ -239,31 +241,28 @@ def _profile_object(
             for key in mirrors - full:  # before the whole takes this batch
                 materialise(key)
             mirrors &= full
-        whole.update_rows(batch)
+        batch.profile(whole)
         for key, group in groups.items():
             if key not in mirrors:
-                profile_of(key).update_rows(group)
+                batch.profile(profile_of(key), group)
 
-    batch: list[dict[str, Any]] = []
+    batch = FlatColumns()
     for record in read_records(ref, start, end, csv_columns=csv_columns, stats=part):
         part.records += 1
         parse = record.get("parse") if isinstance(record, dict) else None
         if isinstance(parse, dict) and parse.get("error"):
             part.parse_errors += 1
-        flat = flatten(record)
-        if not flat:
+        if hours and _hour_of(record) in hours:  # counted, and for the custom segments only
+            if not (held.add(record) if custom else flatten(record)):
+                part.records_without_rows += 1
+            elif len(held) >= BATCH_ROWS:
+                segment_only(held)
+            continue
+        if not batch.add(record):
             part.records_without_rows += 1
-            continue
-        if hours and _hour_of(record) in hours:
-            if custom:
-                held += flat
-                if len(held) >= BATCH_ROWS:
-                    segment_only(held)
-            continue
-        batch += flat
-        if len(batch) >= BATCH_ROWS:
+        elif len(batch) >= BATCH_ROWS:
             profile(batch)
-            batch = []
+            batch.clear()
     if batch:
         profile(batch)
     for key in mirrors or ():

@@ -54,14 +54,14 @@ from capture.clock import SystemClock
 from capture.errors import CaptureError
 from capture.keys import KeyNamer
 from capture.profile import DatasetProfile
-from capture.rows import flatten
+from capture.rows import FlatColumns
 from capture.stats import CaptureStats
 from capture.types import Clock, Sink
 
 log = logging.getLogger(__name__)
 
 PROFILE_SUFFIX = ".profile.json"
-BATCH_ROWS = 2048  # rows per update_rows call (the profile's batch fast path)
+BATCH_ROWS = 2048  # rows per profile update (the profile's batch fast path)
 MAX_UNSENT = 64  # profiles kept for retry while the sink fails
 _POLL_S = 0.2
 
@@ -78,13 +78,13 @@ class _Open:
     first: float  # earliest exchange time (epoch s); the age trigger counts from it
     last: float
     profile: DatasetProfile = field(default_factory=DatasetProfile)
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    pending: FlatColumns = field(default_factory=FlatColumns)  # flat rows not yet profiled
     exchanges: int = 0
 
     def fold(self) -> None:
         if self.pending:
-            self.profile.update_rows(self.pending)
-            self.pending = []
+            self.pending.profile(self.profile)
+            self.pending.clear()
 
 
 def iso(t: float) -> str:
@@ -223,7 +223,7 @@ class TrafficProfiles:
         open_.first = min(open_.first, t)
         open_.last = max(open_.last, t)
         open_.exchanges += 1
-        open_.pending.extend(flatten(record))
+        open_.pending.add(record)
         if len(open_.pending) >= BATCH_ROWS:
             open_.fold()
         self.stats.add("profiled")

@@ -58,9 +58,7 @@ log = logging.getLogger(__name__)
 #: Exchanges packed per ``marshal.dumps`` call: ~0.2 ms each, so the event
 #: loop waits at most that long for the GIL while a batch is packed.
 PACK_CHUNK = 400
-#: The helper's niceness: where it competes with the request path for a core
-#: (a busy or small container), the scheduler favours the request path and the
-#: helper catches up in the gaps, the buffer absorbing the difference.
+#: The helper's niceness where ``SCHED_IDLE`` is not available (see ``_yield_cpu``).
 HELPER_NICE = 5
 #: Longest wait for the helper's answer to one batch before it is replaced.
 BATCH_TIMEOUT_S = 120.0
@@ -309,8 +307,7 @@ def serve(conn: _Duplex) -> None:
     closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    with contextlib.suppress(OSError):
-        os.nice(HELPER_NICE)
+    _yield_cpu()
     from capture.buffer import encode_items
     from capture.capturer import RecordBuilder
 
@@ -338,6 +335,20 @@ def serve(conn: _Duplex) -> None:
         counters = {name: stats.get(name) - before[name] for name in RecordBuilder.COUNTERS}
         summary = tally.take() if tally is not None else None
         conn.send_bytes(pickle.dumps((groups, failed, counters, summary), 5))
+
+
+def _yield_cpu() -> None:
+    """Run only on CPU time the request path leaves (``SCHED_IDLE``; where
+    that is not available, nice ``HELPER_NICE``): where the helper competes
+    with the proxy's event loop for a core (a busy or small container), the
+    request path goes first and the helper catches up in the gaps, the
+    buffer absorbing the difference (and the flusher helping past half of
+    it, ``Capturer._encode_batch``)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(OSError):
+            os.nice(HELPER_NICE)
 
 
 def serve_fds(read_fd: int, write_fd: int) -> None:

@@ -4,15 +4,18 @@ at 1 and 16 connections, all in one run on this machine; for a minimal JSON
 prediction (42 B) and a 100-item ranking request (``POST /rank``, ~6 KB in,
 ~1 KB out: the rows a ranking capture splits into).
 
-    python -m loadtest proxy [--quick] [--seconds=N] [--conns=1,16] [--only=WORD,...]
-                             [--payloads=predict,rank]
+    python -m loadtest proxy [--quick] [--seconds=N] [--repeat=N] [--conns=1,16]
+                             [--only=WORD,...] [--payloads=predict,rank]
     python -m loadtest proxy --rss [--requests=1000000] [--conns=16]
 
 ``--only`` keeps the rows whose name contains one of the words (``directly``,
 ``nginx``, ``aiohttp``, ``httptools``, ``capture on``, ``sampled out``); the
 servers for the other rows are not started. ``--seconds`` overrides the 15 s
-per cell (5 s with ``--quick``). The ranking payload runs against the model,
-nginx and the two proxy rows only (the references are for the hop itself).
+per cell (5 s with ``--quick``); ``--repeat=N`` runs each cell N times,
+round-robin over the rows, and reports each figure's median (this
+machine's load drifts by ±20% within minutes). The ranking payload runs
+against the model, nginx and the proxy rows only (the references are for the
+hop itself).
 
 ``--rss``: the resident memory of the proxy and its encoder helper over ``--requests`` small JSON
 requests (one million by default, several minutes) at 16 connections with
@@ -180,6 +183,7 @@ def main(flags: list[str]) -> None:
         rss(flags)
         return
     seconds = int(_flag(flags, "--seconds", "5" if "--quick" in flags else "15"))
+    repeat = int(_flag(flags, "--repeat", "1"))
     conn_counts = [int(c) for c in _flag(flags, "--conns", "1,16").split(",")]
     only = [w for w in _flag(flags, "--only", "").split(",") if w]
     payloads = [p for p in _flag(flags, "--payloads", ",".join(PAYLOADS)).split(",") if p]
@@ -199,7 +203,8 @@ def main(flags: list[str]) -> None:
         pids = _start(stack, rows)
         measured = [n for n in rows if n != MODEL or not only or any(w in n for w in only)]
         print(
-            f"# proxy benchmark: wrk -t1, {seconds}s per cell; predict: POST {len(BODY)} B "
+            f"# proxy benchmark: wrk -t1, {seconds}s per cell, median of {repeat} interleaved "
+            f"run(s) per cell (each column's own median); predict: POST {len(BODY)} B "
             f"JSON to {PATH}; rank: POST {len(RANK_BODY)} B, 100 items, to {RANK_PATH}"
         )
         print("| payload | target | conns | req/s | p50 ms | p99 ms | max ms | non-2xx |")
@@ -209,9 +214,13 @@ def main(flags: list[str]) -> None:
             path = PAYLOADS[payload][0]
             names = [n for n in measured if payload == "predict" or n in RANK_ROWS]
             for conns in conn_counts:
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+                for _ in range(repeat):  # round-robin, so drifting load hits every row alike
+                    for name in names:
+                        url = rows[name][0]
+                        runs[name].append(wrk(url, conns, seconds, scripts[payload], path))
                 for name in names:
-                    r = wrk(rows[name][0], conns, seconds, scripts[payload], path)
-                    results[(payload, name, conns)] = r
+                    r = results[(payload, name, conns)] = _median(runs[name])
                     print(
                         f"| {payload} | {name} | {conns} | {r['rps']:,.0f} | {r['p50']:.2f} | "
                         f"{r['p99']:.2f} | {r['max']:.1f} | {r['non2xx']:.0f} |",
@@ -355,6 +364,16 @@ def rss(flags: list[str]) -> None:
         print("| RSS at start (after warm-up) | max | at the end |")
         print("| --- | --- | --- |")
         print(f"| {samples[0]:.0f} MB | {max(samples):.0f} MB | {samples[-1]:.0f} MB |")
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over repeated runs of one cell (max: the largest)."""
+    import statistics
+
+    out = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    out["max"] = max(r["max"] for r in runs)
+    out["non2xx"] = sum(r["non2xx"] for r in runs)
+    return out
 
 
 def _scrape(url: str) -> dict[str, float]:

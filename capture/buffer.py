@@ -431,8 +431,13 @@ class CaptureBuffer:
         finally:
             self._finish(batch)
 
+    def over_half(self) -> bool:
+        """More than half the memory cap held: spill to the spool, or (the
+        capturer's helper process) build records here too."""
+        return self._pending_bytes > self.config.max_buffer_bytes // 2
+
     def _should_spill(self) -> bool:
-        return self._sink_down or self._pending_bytes > self.config.max_buffer_bytes // 2
+        return self._sink_down or self.over_half()
 
     def _deliver_one(self, obj: _Encoded) -> None:
         cfg = self.config

@@ -186,8 +186,7 @@ class Capturer:
             self.sink,
             KeyNamer("", settings.model),
             config=settings.buffer_config(),
-            process=self._process,
-            offload=self._encode_batch,
+            offload=self._encode_batch,  # never declines: builds here when the helper cannot
             spool=self.spool,
             stats=self.stats,
             clock=self.clock,
@@ -354,7 +353,7 @@ class Capturer:
         encoder = self.encoder
         if encoder is None:
             return self._encode_here(items)
-        if len(items) > 1 and self._behind():
+        if len(items) > 1 and self.buffer.over_half():
             self.stats.add("encoder_assists")
             half = len(items) // 2
             box: list[Groups | None] = []
@@ -374,9 +373,6 @@ class Capturer:
         if groups is None:  # packed for a helper that failed: build them here
             groups = self._encode_here([unpack_one(item) for item in items])
         return groups
-
-    def _behind(self) -> bool:
-        return self.buffer.depth()[1] > self.settings.buffer_max_bytes // 2
 
     def _encode_here(self, items: list[Any]) -> Groups:
         groups, failed = encode_items(

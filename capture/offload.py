@@ -197,12 +197,12 @@ class EncoderProcess:
                 self._ensure()
             except OSError as exc:  # the first batch tries again, then builds here
                 log.error("capture encoder process did not start: %s", exc)
-                self._stop_locked(kill=True)
+                self._stop_locked()
 
     def _ensure(self) -> _Duplex:
         if self._conn is not None and self._proc is not None and self._proc.poll() is None:
             return self._conn
-        self._stop_locked(kill=True)
+        self._stop_locked()
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = dict(os.environ)
@@ -244,7 +244,7 @@ class EncoderProcess:
             except (OSError, EOFError, TimeoutError) as exc:
                 log.error("capture encoder process failed (%s); building here", exc)
                 self.stats.add("encoder_fallbacks")
-                self._stop_locked(kill=True)
+                self._stop_locked()
                 return None
         groups, failed, counters, summary = pickle.loads(answer)
         for name, n in counters.items():
@@ -268,14 +268,15 @@ class EncoderProcess:
             if self._proc is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._proc.wait(timeout)
-            self._stop_locked(kill=True)
+            self._stop_locked()
 
-    def _stop_locked(self, *, kill: bool) -> None:
+    def _stop_locked(self) -> None:
+        """Close the pipes and kill the helper if it still runs."""
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._proc is not None:
-            if kill and self._proc.poll() is None:
+            if self._proc.poll() is None:
                 self._proc.kill()
             self._proc.wait(5.0)
             self._proc = None
@@ -317,7 +318,6 @@ def serve(conn: _Duplex) -> None:
         return
     stats = CaptureStats()
     builder = RecordBuilder(settings, stats=stats)
-    config = settings.buffer_config()
 
     def process(item: Any) -> dict[str, Any] | None:
         record = builder.process(item)
@@ -331,7 +331,7 @@ def serve(conn: _Duplex) -> None:
         except (EOFError, OSError):
             return
         before = {name: stats.get(name) for name in RecordBuilder.COUNTERS}
-        groups, failed = encode_items(unpack(payload), process, config.gzip_level, settings.model)
+        groups, failed = encode_items(unpack(payload), process, settings.gzip_level, settings.model)
         counters = {name: stats.get(name) - before[name] for name in RecordBuilder.COUNTERS}
         summary = tally.take() if tally is not None else None
         conn.send_bytes(pickle.dumps((groups, failed, counters, summary), 5))

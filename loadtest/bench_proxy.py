@@ -46,7 +46,7 @@ from pathlib import Path
 
 import httpx
 
-from loadtest.sysinfo import free_ports, tree_rss_mb
+from loadtest.sysinfo import free_ports, tree_cpu_seconds, tree_rss_mb
 
 BODY = '{"instances": [[0.5, 1.0, 2.0, 3.0, 4.0]]}'
 PATH = "/v1/models/toy:predict"
@@ -207,8 +207,11 @@ def main(flags: list[str]) -> None:
             f"run(s) per cell (each column's own median); predict: POST {len(BODY)} B "
             f"JSON to {PATH}; rank: POST {len(RANK_BODY)} B, 100 items, to {RANK_PATH}"
         )
-        print("| payload | target | conns | req/s | p50 ms | p99 ms | max ms | non-2xx |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print(
+            "| payload | target | conns | req/s | p50 ms | p99 ms | max ms | non-2xx "
+            "| server CPU µs/req (children) |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         results: dict[tuple[str, str, int], dict[str, float]] = {}
         for payload in payloads:
             path = PAYLOADS[payload][0]
@@ -217,13 +220,22 @@ def main(flags: list[str]) -> None:
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
                 for _ in range(repeat):  # round-robin, so drifting load hits every row alike
                     for name in names:
-                        url = rows[name][0]
-                        runs[name].append(wrk(url, conns, seconds, scripts[payload], path))
+                        runs[name].append(
+                            _measured(
+                                pids.get(name),
+                                rows[name][0],
+                                conns,
+                                seconds,
+                                scripts[payload],
+                                path,
+                            )
+                        )
                 for name in names:
                     r = results[(payload, name, conns)] = _median(runs[name])
                     print(
                         f"| {payload} | {name} | {conns} | {r['rps']:,.0f} | {r['p50']:.2f} | "
-                        f"{r['p99']:.2f} | {r['max']:.1f} | {r['non2xx']:.0f} |",
+                        f"{r['p99']:.2f} | {r['max']:.1f} | {r['non2xx']:.0f} | "
+                        f"{r['cpu_us']:.0f} ({r['child_cpu_us']:.0f}) |",
                         flush=True,
                     )
         if CAPTURE_ON in pids:
@@ -364,6 +376,20 @@ def rss(flags: list[str]) -> None:
         print("| RSS at start (after warm-up) | max | at the end |")
         print("| --- | --- | --- |")
         print(f"| {samples[0]:.0f} MB | {max(samples):.0f} MB | {samples[-1]:.0f} MB |")
+
+
+def _measured(
+    pid: int | None, url: str, conns: int, seconds: int, lua: Path, path: str
+) -> dict[str, float]:
+    """One wrk cell plus the CPU its server used per request: the process
+    itself and its children (the proxy's encoder helper, nginx's worker)."""
+    before = tree_cpu_seconds(pid) if pid else (0.0, 0.0)
+    r = wrk(url, conns, seconds, lua, path)
+    after = tree_cpu_seconds(pid) if pid else (0.0, 0.0)
+    n = max(r["requests"], 1.0)
+    r["cpu_us"] = (after[0] - before[0]) / n * 1e6
+    r["child_cpu_us"] = (after[1] - before[1]) / n * 1e6
+    return r
 
 
 def _median(runs: list[dict[str, float]]) -> dict[str, float]:

@@ -52,6 +52,27 @@ def children(pid: int | str) -> list[int]:
     return found
 
 
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU time a process has used (``/proc/PID/stat``), in seconds."""
+    import os
+
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int | str) -> tuple[float, float]:
+    """CPU seconds of ``pid`` and of its direct children together (the
+    proxy's encoder helper, nginx's worker); a child that ended is left out."""
+    kids = 0.0
+    for child in children(pid):
+        try:
+            kids += cpu_seconds(child)
+        except OSError:
+            continue
+    return cpu_seconds(pid), kids
+
+
 def tree_rss_mb(pid: int | str) -> float:
     """RSS of ``pid`` plus its direct children (the proxy and its encoder helper)."""
     total = rss_mb(pid)

@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 #: Exchanges packed per ``marshal.dumps`` call: ~0.2 ms each, so the event
 #: loop waits at most that long for the GIL while a batch is packed.
 PACK_CHUNK = 400
-#: The helper's niceness where ``SCHED_IDLE`` is not available (see ``_yield_cpu``).
+#: The helper's niceness (see ``_yield_cpu``).
 HELPER_NICE = 5
 #: Longest wait for the helper's answer to one batch before it is replaced.
 BATCH_TIMEOUT_S = 120.0
@@ -338,17 +338,15 @@ def serve(conn: _Duplex) -> None:
 
 
 def _yield_cpu() -> None:
-    """Run only on CPU time the request path leaves (``SCHED_IDLE``; where
-    that is not available, nice ``HELPER_NICE``): where the helper competes
-    with the proxy's event loop for a core (a busy or small container), the
-    request path goes first and the helper catches up in the gaps, the
-    buffer absorbing the difference (and the flusher helping past half of
-    it, ``Capturer._encode_batch``)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.nice(HELPER_NICE)
+    """Nice ``HELPER_NICE``: where the helper competes with the proxy's event
+    loop for a core (a busy or small container), the request path goes
+    first and the helper catches up in the gaps, the buffer absorbing the
+    difference (and the flusher helping past half of it,
+    ``Capturer._encode_batch``). Not ``SCHED_IDLE``: tried, the one-connection
+    p99 with capture on went from ~0.6-0.8 ms to ~3-3.7 ms here
+    (``python -m loadtest proxy --payloads=predict --repeat=3``; BENCHMARKS.md)."""
+    with contextlib.suppress(OSError):
+        os.nice(HELPER_NICE)
 
 
 def serve_fds(read_fd: int, write_fd: int) -> None:

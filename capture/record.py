@@ -90,6 +90,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 _TEXT_TYPES = ("text/", "json", "csv", "xml", "ndjson", "x-www-form-urlencoded", "yaml")
 
+_MAX_HEADER_RULES = 1024
 _rng = random.Random()
 os.register_at_fork(after_in_child=_rng.seed)
 
@@ -174,12 +175,36 @@ class RecordConfig:
     capture_bodies: bool = True
     max_body_bytes: int = 256 * 1024
     header_allowlist: frozenset[str] = field(default=DEFAULT_HEADER_ALLOWLIST)
+    # Header name as sent -> (lowercased, kept?): the same few names come on
+    # every exchange, so each is looked at once (bounded: names are the
+    # client's choice).
+    _header_rules: dict[str, tuple[str, bool]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if self.max_body_bytes < 0:
             raise ConfigError(f"max_body_bytes must be >= 0, got {self.max_body_bytes}")
         lowered = frozenset(h.strip().lower() for h in self.header_allowlist if h.strip())
         object.__setattr__(self, "header_allowlist", lowered)
+
+    def headers(self, headers: Iterable[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
+        """``headers`` by lowercased name (the last value of a repeated name),
+        and the part of that the record keeps (allowlisted, not a credential)."""
+        rules = self._header_rules
+        lowered: dict[str, str] = {}
+        kept: dict[str, str] = {}
+        for name, value in headers:
+            rule = rules.get(name)
+            if rule is None:
+                lower = name.lower()
+                rule = (lower, _header_allowed(lower, self.header_allowlist))
+                if len(rules) < _MAX_HEADER_RULES:
+                    rules[name] = rule
+            lowered[rule[0]] = value
+            if rule[1]:
+                kept[rule[0]] = value
+        return lowered, kept
 
 
 def _is_text_type(content_type: str | None) -> bool:
@@ -222,12 +247,11 @@ def encode_body(
             parsed = None
     if not config.capture_bodies:
         return None, parsed
+    if parsed is not None:  # only whole bodies are parsed
+        return {"size": full_size, "encoding": "json", "data": parsed}, parsed
     out: dict[str, Any] = {"size": full_size}
     if truncated:
         out["truncated"] = True
-    if parsed is not None:
-        out.update(encoding="json", data=parsed)
-        return out, parsed
     text = _decode_prefix(data, truncated) if _is_text_type(content_type) else None
     if text is not None:
         out.update(encoding="text", data=text)
@@ -251,15 +275,14 @@ def build_record(
     Returns ``(record, parsed_request_json, parsed_response_json)``; the
     parsed bodies (or None) are for the payload adapters.
     """
-    req_h = {k.lower(): v for k, v in exchange.request_headers}
-    resp_h = {k.lower(): v for k, v in exchange.response_headers}
+    req_h, req_kept = config.headers(exchange.request_headers)
+    resp_h, resp_kept = config.headers(exchange.response_headers)
     req_ct = req_h.get("content-type")
     resp_ct = resp_h.get("content-type")
     req_body, req_json = encode_body(exchange.request_body, exchange.request_size, req_ct, config)
     resp_body, resp_json = encode_body(
         exchange.response_body, exchange.response_size, resp_ct, config
     )
-    allow = config.header_allowlist
     record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "event_id": exchange.event_id,
@@ -273,14 +296,14 @@ def build_record(
             "method": exchange.method,
             "path": exchange.path,
             "query": exchange.query,
-            "headers": {k: v for k, v in req_h.items() if header_allowed(k, allow)},
+            "headers": req_kept,
             "content_type": req_ct,
             "size": exchange.request_size,
             "body": req_body,
         },
         "response": {
             "status": exchange.status,
-            "headers": {k: v for k, v in resp_h.items() if header_allowed(k, allow)},
+            "headers": resp_kept,
             "content_type": resp_ct,
             "size": exchange.response_size,
             "body": resp_body,

@@ -125,7 +125,11 @@ class PayloadExtractor:
                 notes.add(f"{lk.FIELD} field is not an object")
                 report = None
         header_value = header(exchange, lk.HEADER, response=True)
-        from_header = lk.parse_header(header_value, self.lookups_max_bytes, notes)
+        from_header = (
+            None
+            if header_value is None
+            else lk.parse_header(header_value, self.lookups_max_bytes, notes)
+        )
         record["response"]["headers"].pop(lk.HEADER, None)
 
         adapter = self.choose(request, response, exchange)
@@ -140,12 +144,14 @@ class PayloadExtractor:
             except Exception as exc:  # an adapter bug must not lose the record
                 extraction = Extraction(adapter.name, error=f"{adapter.name} failed: {exc!r}"[:300])
         rows = extraction.rows
-        lookups = dict(extraction.lookups)
-        for rep in (report, from_header):
-            if rep:
-                level, items = lk.split(rep)
-                lookups.update(level)
-                lk.apply_item_lookups(rows, items, notes)
+        lookups = extraction.lookups
+        if report or from_header:
+            lookups = dict(lookups)
+            for rep in (report, from_header):
+                if rep:
+                    level, items = lk.split(rep)
+                    lookups.update(level)
+                    lk.apply_item_lookups(rows, items, notes)
         if extraction.error:
             notes.items.insert(0, extraction.error)
         record["rows"] = rows

@@ -74,3 +74,17 @@ json_like = st.recursive(
 @given(json_like)
 def test_any_value_encodes_to_valid_json(value):
     orjson.loads(dumps({"v": value}))
+
+
+def test_non_string_keys_are_encoded_as_with_the_full_options():
+    """The first attempt leaves out OPT_NON_STR_KEYS (cheaper); a dict with
+    an int, float, None or datetime key must come out exactly as the
+    full options write it."""
+    from capture.encoding import OPTIONS
+
+    when = dt.datetime(2026, 11, 22, 23, 8, 42, 123000)
+    value = {"rows": [{"features": {1: 0.5, 2.5: "x", "s": 0, None: 1, 7: False, when: [1]}}]}
+    assert dumps(value) == orjson.dumps(value, option=OPTIONS)
+    assert orjson.loads(dumps(value))["rows"][0]["features"]["1"] == 0.5
+    plain = {"a": [1, 2.5, "s", None, {"b": when}], "np": np.arange(3)}
+    assert dumps(plain) == orjson.dumps(plain, option=OPTIONS)

@@ -153,6 +153,37 @@ def test_credentials_never_captured_even_if_allowlisted():
     assert not header_allowed("Proxy-Authorization", frozenset({"proxy-authorization"}))
 
 
+def _reference_headers(headers, allow):
+    """What the record kept before the per-name cache: lowercase every name
+    (the last value of a repeated name wins), then filter."""
+    lowered = {k.lower(): v for k, v in headers}
+    return {k: v for k, v in lowered.items() if header_allowed(k, allow)}
+
+
+def test_header_rules_are_cached_per_name_as_sent_and_stay_bounded():
+    allow = frozenset({"x-tenant", "content-type"})
+    cfg = RecordConfig(header_allowlist=allow)
+    mixes = [
+        [("Content-Type", "a"), ("content-type", "b"), ("X-TENANT", "t"), ("Cookie", "c")],
+        [("content-type", "c"), ("Content-Type", "d"), ("x-tenant", "u"), ("X-Tenant", "v")],
+        [("Authorization", "s3cr3t"), ("AUTHORIZATION", "s3cr3t"), ("X-Other", "o")],
+    ]
+    for _ in range(2):  # the second round reads the cache the first one filled
+        for headers in mixes:
+            rec, _, _ = build_record(exchange(request_headers=headers), cfg)
+            assert rec["request"]["headers"] == _reference_headers(headers, cfg.header_allowlist)
+            assert list(rec["request"]["headers"]) == list(
+                _reference_headers(headers, cfg.header_allowlist)
+            )
+    # Clients choose header names: thousands of distinct ones do not grow the
+    # cache past its bound, and names past it are still filtered correctly.
+    many = [(f"X-Junk-{i}", "j") for i in range(3000)] + [("X-Tenant", "late")]
+    rec, _, _ = build_record(exchange(request_headers=many), cfg)
+    assert rec["request"]["headers"] == {"x-tenant": "late"}
+    assert len(cfg._header_rules) <= 1024
+    assert cfg == RecordConfig(header_allowlist=allow)  # the cache is not part of the config
+
+
 def test_invalid_config_is_refused():
     with pytest.raises(ConfigError):
         RecordConfig(max_body_bytes=-1)
@@ -164,3 +195,13 @@ def test_build_is_fast_enough_to_sanity_check():
     t = time.perf_counter()
     build_record(ex, RecordConfig())
     assert time.perf_counter() - t < 1.0
+
+
+@pytest.mark.parametrize("width", [0, 1, 5, 255, 256, 257, 300])
+def test_unnamed_columns_are_named_f0_onwards_at_any_width(width):
+    from capture.payloads.base import Notes, feature_dict
+
+    values = [i * 0.5 for i in range(width)]
+    got = feature_dict(values, None, Notes())
+    assert list(got) == [f"f{i}" for i in range(width)]
+    assert list(got.values()) == values

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from capture.buffer import CaptureBuffer, encode_items
 from capture.clock import SystemClock
@@ -33,7 +33,7 @@ from capture.record import build_record, parse_time
 from capture.settings import CaptureSettings
 from capture.sinks import sink_from_url
 from capture.stats import CaptureStats
-from capture.types import Clock, Exchange, Sink
+from capture.types import Clock, Exchange, Kept, Sink
 
 if TYPE_CHECKING:
     from capture.offload import EncoderProcess, Groups, RecordTally
@@ -42,13 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _LABEL_BYTES = 400  # in-memory size of a label record, for the buffer's byte cap
-
-
-class Kept(NamedTuple):
-    """An exchange kept for a reason other than the sample (error, slow)."""
-
-    exchange: Exchange
-    reason: str
 
 
 #: Fills ``context``/``lookups``/``rows``/``parse`` of a freshly built record

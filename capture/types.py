@@ -108,3 +108,10 @@ class Exchange(NamedTuple):
     def size_hint(self) -> int:
         """Bytes this exchange holds in memory, approximately (O(1))."""
         return len(self.request_body) + len(self.response_body) + 512
+
+
+class Kept(NamedTuple):
+    """An exchange kept for a reason other than the sample (error, slow)."""
+
+    exchange: Exchange
+    reason: str

@@ -25,14 +25,15 @@ modes. The capture counters of other workers lag by at most
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import json
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
+from math import isfinite
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, values
@@ -494,29 +495,49 @@ class PredictionTally:
         self._cells: dict[tuple[str, tuple[str, ...]], list[Any]] = {}
 
     def add(self, record: dict[str, Any]) -> None:
+        rows = record.get("rows")
+        if not rows:
+            return
         model = record.get("model") or {}
         name, version = str(model.get("name")), str(model.get("version") or "")
-        for row in record.get("rows") or ():
+        scores: list[Any] = []
+        preds: list[Any] = []
+        for row in rows:
             if "score" in row:
-                self._count("score", (name, version), row["score"])
+                scores.append(row["score"])
             pred = row.get("prediction")
             if isinstance(pred, dict):
                 for key, v in pred.items():
-                    self._count("prediction", (name, version, str(key)), v)
-            else:
-                self._count("prediction", (name, version, ""), pred)
+                    self._count("prediction", (name, version, str(key)), (v,))
+            elif pred is not None:
+                preds.append(pred)
+        # One cell lookup per record and histogram, not per row: a 100-item
+        # ranking record has 200 values.
+        if scores:
+            self._count("score", (name, version), scores)
+        if preds:
+            self._count("prediction", (name, version, ""), preds)
 
-    def _count(self, histogram: str, labels: tuple[str, ...], raw: Any) -> None:
-        value = _number(raw)
-        if value is None:
-            return
-        key = (histogram, labels)
-        cell = self._cells.get(key)
-        if cell is None:
-            bounds = self.bounds[histogram]
-            cell = self._cells[key] = [0.0, [0] * len(bounds), bounds]
-        cell[0] += value
-        cell[1][bisect.bisect_left(cell[2], value)] += 1  # first bound >= value, as observe
+    def _count(self, histogram: str, labels: tuple[str, ...], values: Sequence[Any]) -> None:
+        cell = None
+        for raw in values:
+            if type(raw) is float:  # the usual case, without _number's checks
+                if not isfinite(raw):
+                    continue
+                value = raw
+            else:
+                number = _number(raw)
+                if number is None:
+                    continue
+                value = number
+            if cell is None:
+                key = (histogram, labels)
+                cell = self._cells.get(key)
+                if cell is None:
+                    bounds = self.bounds[histogram]
+                    cell = self._cells[key] = [0.0, [0] * len(bounds), bounds]
+            cell[0] += value
+            cell[1][bisect_left(cell[2], value)] += 1  # first bound >= value, as observe
 
     def take(self) -> dict[tuple[str, tuple[str, ...]], tuple[float, list[int]]]:
         cells, self._cells = self._cells, {}

@@ -324,3 +324,59 @@ def gzip_members(data):
         assert z.eof
         data, n = z.unused_data, n + 1
     return n
+
+
+def test_tally_of_scores_and_odd_values_equals_observing_each_value():
+    """Ranking scores and predictions of every kind a record can hold: only
+    finite numbers (not bools) count, per label set, sums in row order."""
+    import numpy as np
+
+    odd = [0.3, 1, True, None, "0.5", float("nan"), float("inf"), -float("inf"), 2**70, -3]
+    records = [
+        {
+            "model": {"name": "rk", "version": "7"},
+            "rows": [
+                {"position": i, "score": s, "prediction": odd[(i + 3) % len(odd)]}
+                for i, s in enumerate(odd + [np.float64(0.7), 0.1 * 7, 1e-300])
+            ],
+        },
+        {"model": {"name": "m", "version": None}, "rows": [{"prediction": {"p": 0.2, "q": "x"}}]},
+        {"model": {"name": "m"}, "rows": [{"features": {"a": 1}}, {"prediction": 0.9}]},
+        {"model": None, "rows": None},
+        {"model": {"name": "m"}, "rows": []},
+    ]
+    registry = CollectorRegistry()
+    metrics = PredictionMetrics(registry, BUCKETS)
+    tally = metrics.tally()
+    for r in records:
+        tally.add(r)
+    metrics.apply(tally.take())
+
+    reference = CollectorRegistry()
+    pred = Histogram(
+        "modeltap_prediction",
+        "p",
+        ["model", "version", "output"],
+        buckets=BUCKETS,
+        registry=reference,
+    )
+    score = Histogram(
+        "modeltap_ranking_score", "s", ["model", "version"], buckets=BUCKETS, registry=reference
+    )
+
+    def finite(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(float(v))
+
+    for r in records:
+        model = r.get("model") or {}
+        name, version = str(model.get("name")), str(model.get("version") or "")
+        for row in r.get("rows") or ():
+            if "score" in row and finite(row["score"]):
+                score.labels(name, version).observe(float(row["score"]))
+            p = row.get("prediction")
+            for key, v in p.items() if isinstance(p, dict) else [("", p)]:
+                if finite(v):
+                    pred.labels(name, version, key).observe(float(v))
+    ours = histogram_lines(registry)
+    assert any(line.startswith("modeltap_ranking_score_bucket") for line in ours)
+    assert ours == histogram_lines(reference)

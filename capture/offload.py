@@ -1,12 +1,13 @@
 """Record building in a helper process (``MODELTAP_ENCODER=process``).
 
 Why: turning an exchange into a record (header rules, time formatting, the
-payload adapters, JSON, gzip) costs ~60-100 µs of CPU per ``predict``
-exchange and ~1 ms per 100-item ranking one. On the capture's flusher thread
-that work holds the GIL, and the proxy's event loop, which needs ~200 µs of
-CPU a request itself, gets the interpreter only part of the time: capture on
-ran at 0.57-0.67 of capture off, and each batch built while a request waited
-showed in its p99. In a helper process the building runs on the other core
+payload adapters, JSON, gzip) costs ~35-40 µs of CPU per ``predict``
+exchange (60-100 µs before the per-name header cache and the other cuts of
+``capture.record``) and ~350 µs per 100-item ranking one. On the capture's
+flusher thread that work holds the GIL, and the proxy's event loop, which
+needs ~150-200 µs of CPU a request itself, gets the interpreter only part of
+the time: capture on ran at 0.57-0.67 of capture off, and each batch built
+while a request waited showed in its p99. In a helper process the building runs on the other core
 and the proxy's process keeps only the cheap parts: packing each batch's
 exchanges with ``marshal`` (~0.5 µs an exchange, in chunks so the event loop
 gets the GIL between them), handing the bytes over a pipe, and receiving

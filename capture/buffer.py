@@ -431,6 +431,12 @@ class CaptureBuffer:
         finally:
             self._finish(batch)
 
+    @property
+    def sink_down(self) -> bool:
+        """True while the sink is taken to be down: batches go straight to the
+        spool until a replay from it succeeds (set after that replay returns)."""
+        return self._sink_down
+
     def over_half(self) -> bool:
         """More than half the memory cap held: spill to the spool, or (the
         capturer's helper process) build records here too."""

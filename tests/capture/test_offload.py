@@ -337,7 +337,7 @@ def test_tally_of_scores_and_odd_values_equals_observing_each_value():
             "model": {"name": "rk", "version": "7"},
             "rows": [
                 {"position": i, "score": s, "prediction": odd[(i + 3) % len(odd)]}
-                for i, s in enumerate(odd + [np.float64(0.7), 0.1 * 7, 1e-300])
+                for i, s in enumerate([*odd, np.float64(0.7), 0.1 * 7, 1e-300])
             ],
         },
         {"model": {"name": "m", "version": None}, "rows": [{"prediction": {"p": 0.2, "q": "x"}}]},

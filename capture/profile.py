@@ -56,6 +56,7 @@ import json
 import math
 import re
 import struct
+import threading
 import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -182,6 +183,52 @@ def _classify(v: Any) -> tuple[str, float | None, Key | None]:
     return "other", None, _other_key(v)
 
 
+# -- Scratch memory ----------------------------------------------------------------
+#
+# A numeric batch goes through a few arrays as large as itself (the sorted
+# copy, a float64 temporary, masks, the distinct keys). Allocated afresh per
+# batch, each megabyte of them cost ~256 page faults: glibc hands a freed
+# heap top back to the kernel and the next batch faults it in again, zeroed.
+# On the project's 2-core VMs that was ~70,000 faults and a quarter of the
+# time of profiling 1M rows x 15 numeric columns. So those arrays live in
+# buffers that each thread keeps from batch to batch (``_Workspace``), up to
+# ``WORK_KEEP_BYTES`` each (a handful of slots: a few MB per thread at most);
+# a larger batch allocates as before. A slot's contents are valid until the
+# next ``take`` of that slot: nothing taken from it is kept past the call
+# that takes it (sketches copy what they are fed).
+
+WORK_KEEP_BYTES = 1 << 21  # 256k float64 values: every batch size this project uses
+
+
+class _Workspace(threading.local):
+    """Per-thread reusable buffers, by slot name (see "Scratch memory")."""
+
+    def __init__(self) -> None:
+        self.raw: dict[str, np.ndarray] = {}
+        self._scratch: _Scratch | None = None
+
+    def take(self, slot: str, n: int, dtype: Any) -> np.ndarray:
+        """An uninitialised array of ``n`` items of ``dtype`` in buffer ``slot``."""
+        dt = np.dtype(dtype)
+        size = n * dt.itemsize
+        raw = self.raw.get(slot)
+        if raw is None or raw.size < size:
+            raw = np.empty(size, np.uint8)
+            if size <= WORK_KEEP_BYTES:
+                self.raw[slot] = raw
+        return raw[:size].view(dt)
+
+    @property
+    def scratch(self) -> _Scratch:
+        """This thread's buffers for hashing keys (see "HLL from numpy")."""
+        if self._scratch is None:
+            self._scratch = _Scratch()
+        return self._scratch
+
+
+_WORK = _Workspace()
+
+
 # -- HLL from numpy ------------------------------------------------------------
 #
 # datasketches' HLL takes one value per call (~60-250 ns). For a batch with
@@ -246,9 +293,10 @@ def _stir(h: np.ndarray, other: np.ndarray, r: int, add: np.uint64, t: np.ndarra
 
 
 class _Scratch:
-    """Buffers for hashing up to ``_HLL_CHUNK`` keys at a time."""
+    """Buffers for hashing up to ``_HLL_CHUNK`` keys at a time (one set per
+    thread, ``_WORK.scratch``: see "Scratch memory")."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int = _HLL_CHUNK) -> None:
         self.h1, self.h2, self.k, self.t = (np.empty(size, np.uint64) for _ in range(4))
         self.exp = np.empty(size, np.float64)
         self.value = np.empty(size, np.uint8)
@@ -308,7 +356,7 @@ def _hll_numbers(reg: np.ndarray, *arrays: np.ndarray) -> None:
     for a in arrays:
         if a.size:
             words = np.ascontiguousarray(a).view(np.uint64).reshape(-1, 1)
-            _hll_registers(reg, words, 8, _Scratch(min(a.size, _HLL_CHUNK)))
+            _hll_registers(reg, words, 8, _WORK.scratch)
 
 
 def _hll_strings(reg: np.ndarray, buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
@@ -319,7 +367,7 @@ def _hll_strings(reg: np.ndarray, buf: np.ndarray, starts: np.ndarray, lengths: 
     order = np.argsort(lengths, kind="stable")
     lengths = lengths[order]
     edges = np.flatnonzero(np.diff(lengths)) + 1
-    sc = _Scratch(min(lengths.size, _HLL_CHUNK))
+    sc = _WORK.scratch
     for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), lengths.size], strict=True):
         length = int(lengths[lo])
         width = -(-length // 16) * 16
@@ -553,30 +601,54 @@ def _distinct(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = s.size
     if not n:
         return s, s, np.zeros(0, np.int64)
-    first = np.empty(n, dtype=bool)
+    first = _WORK.take("mask", n, np.bool_)
     first[0] = True
     np.not_equal(s[1:], s[:-1], out=first[1:])
     m = n // FREQ_RESOLUTION
-    if m == 0:  # a small batch: every value counts
+    k = int(np.count_nonzero(first))
+    if m == 0 or k <= n >> 6:  # a small batch, or few runs: count every run
         starts = np.flatnonzero(first)
         u = s[starts]
-        return u, u, np.diff(starts, append=n)
+        counts = np.diff(starts, append=n)
+        if m == 0:  # every value counts
+            return u, u, counts
+        heavy = counts > m
+        return u, u[heavy], counts[heavy]
     # A value occurs more than m times iff its run covers some s[i] and s[i + m]:
     # no count per distinct value is needed for the (many) rare ones.
-    heavy = s[m:][s[m:] == s[:-m]]
+    u = s[first]
+    same = _WORK.take("mask", n - m, np.bool_)
+    np.equal(s[m:], s[:-m], out=same)
+    heavy = s[m:][same]
     if heavy.size:
         keep = np.empty(heavy.size, dtype=bool)
         keep[0] = True
         np.not_equal(heavy[1:], heavy[:-1], out=keep[1:])
         heavy = heavy[keep]
     counts = np.searchsorted(s, heavy, "right") - np.searchsorted(s, heavy, "left")
-    return s[first], heavy, counts
+    return u, heavy, counts
 
 
-def _float_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Key]]:
-    """canonical() keys of non-NaN floats ``u``: whole numbers in int64 range as
-    int64, other finite numbers as themselves, the rest (inf, huge whole
-    numbers) as Python keys."""
+def _sorted(a: np.ndarray) -> np.ndarray:
+    """``np.sort(a)`` of a 1-d array, in the "sort" scratch buffer."""
+    s = _WORK.take("sort", a.size, a.dtype)
+    np.copyto(s, a)
+    s.sort()
+    return s
+
+
+def _float_keys(u: np.ndarray, whole: bool | None) -> tuple[np.ndarray, np.ndarray, list[Key]]:
+    """canonical() keys of distinct non-NaN floats ``u``: whole numbers in int64
+    range as int64, other finite numbers as themselves, the rest (inf, huge
+    whole numbers) as Python keys. ``whole``: True when every value of ``u`` is
+    known to be a finite whole number, False when every one is finite and not
+    whole, None when unknown (a mask per value then sorts them out)."""
+    if whole is False:
+        return u[:0].astype(np.int64), u, []
+    if whole and u.size and max(-u[0], u[-1]) < 2.0**63:  # sorted: the ends are the extremes
+        ints = _WORK.take("ints", u.size, np.int64)
+        np.copyto(ints, u, casting="unsafe")  # as astype(np.int64)
+        return ints, u[:0], []
     finite = np.isfinite(u)
     whole = finite & (u == np.floor(u))
     small = whole & (np.abs(u) < 2.0**63)
@@ -811,8 +883,10 @@ class ColumnProfile:
         if a.dtype.kind == "f":
             self._numeric(np.require(a, np.float64).ravel(), 0, keys_from_floats=True)
         else:
-            s = np.sort(a.ravel())
-            self._sorted_numeric(s.astype(np.float64), s.size, 0, 0)
+            s = _sorted(a.ravel())
+            floats = _WORK.take("floats", s.size, np.float64)
+            np.copyto(floats, s, casting="unsafe")  # as astype(np.float64)
+            self._sorted_numeric(floats, s.size, 0, 0, integral=s.size)
             if s.size and int(s[-1]) >= _INT64:  # uint64 beyond int64: exact keys one by one
                 u, c = np.unique(s, return_counts=True)
                 keys = zip(u.tolist(), c.tolist(), strict=True)
@@ -827,21 +901,32 @@ class ColumnProfile:
         # (min, max at its ends), the keys are its runs, and KLL takes a
         # sorted batch ~2.5x faster than a shuffled one (same error bounds:
         # KLL's guarantee holds for any order).
-        s = np.sort(arr)  # NaN sort last
-        nans = int(np.count_nonzero(np.isnan(s))) if s.size and np.isnan(s[-1]) else 0
+        s = _sorted(arr)  # NaN sort last (and searchsorted finds them there)
+        nans = s.size - int(np.searchsorted(s, np.nan)) if s.size and np.isnan(s[-1]) else 0
         valid = s[: s.size - nans]
-        self._sorted_numeric(valid, arr.size, nulls, nans - nulls)
+        integral, finite = self._sorted_numeric(valid, arr.size, nulls, nans - nulls)
         if keys_from_floats:
-            self._feed_float_keys(*_distinct(valid))
+            # Whether every distinct key is whole, or none is, follows from the counts.
+            whole = None if finite < valid.size or 0 < integral < finite else integral > 0
+            u, heavy, counts = _distinct(valid)
+            self._feed_float_keys(u, heavy, counts, whole)
 
-    def _sorted_numeric(self, valid: np.ndarray, n: int, nulls: int, nan: int) -> None:
+    def _sorted_numeric(
+        self, valid: np.ndarray, n: int, nulls: int, nan: int, integral: int | None = None
+    ) -> tuple[int, int]:
         """Counters, moments and KLL from the sorted non-NaN float64 values of a
-        batch of ``n`` values of which ``nulls`` are null and ``nan`` NaN."""
+        batch of ``n`` values of which ``nulls`` are null and ``nan`` NaN (and
+        ``integral`` whole, if known). Returns the whole and the finite counts."""
         lo = int(np.searchsorted(valid, -np.inf, "right")) if valid.size else 0
         hi = int(np.searchsorted(valid, np.inf, "left")) if valid.size else 0
         finite = valid[lo:hi]
         inf = valid.size - finite.size
-        integral = int(np.count_nonzero(finite == np.floor(finite)))
+        if integral is None:
+            floor = _WORK.take("tmp", finite.size, np.float64)
+            np.floor(finite, out=floor)
+            same = _WORK.take("mask", finite.size, np.bool_)
+            np.equal(finite, floor, out=same)
+            integral = int(np.count_nonzero(same))
         self.count += n
         self.nulls += nulls
         self.nan += nan
@@ -851,13 +936,15 @@ class ColumnProfile:
         )
         if finite.size:
             self._moments(finite, lo=float(finite[0]), hi=float(finite[-1]))
+        return integral, finite.size
 
     def _moments(self, x: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
         nb = x.size
         with np.errstate(all="ignore"):
             total = float(x.sum())  # may overflow to inf near 1e308: kept, not warned
             mean_b = total / nb  # what x.mean() computes
-            d = x - mean_b
+            d = _WORK.take("tmp", nb, np.float64)
+            np.subtract(x, mean_b, out=d)
             # Not np.dot: OpenBLAS would wake threads that spin on the other
             # core for a vector this size, for no gain.
             np.multiply(d, d, out=d)
@@ -900,12 +987,15 @@ class ColumnProfile:
             _drain(map(self.hll.update, u.tolist()))
         _drain(map(self.freq.update, map(str, heavy.tolist()), counts.tolist()))
 
-    def _feed_float_keys(self, u: np.ndarray, heavy: np.ndarray, counts: np.ndarray) -> None:
+    def _feed_float_keys(
+        self, u: np.ndarray, heavy: np.ndarray, counts: np.ndarray, whole: bool | None = None
+    ) -> None:
         """HLL from distinct non-NaN floats ``u``; frequent-items from the
-        ``heavy`` ones with their ``counts`` (see ``_distinct``)."""
+        ``heavy`` ones with their ``counts`` (see ``_distinct``; ``whole`` as
+        ``_float_keys`` takes it)."""
         # Keys as canonical() makes them, without a Python call per value:
         # int64 for whole numbers, the float itself otherwise.
-        ints, fracs, odd = _float_keys(u)
+        ints, fracs, odd = _float_keys(u, whole)
         if ints.size + fracs.size >= VECTOR_HLL_MIN and _vector_hll():
             reg = np.zeros(1 << HLL_LG_K, np.uint8)
             _hll_numbers(reg, ints, fracs)

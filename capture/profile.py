@@ -659,6 +659,18 @@ def _float_keys(u: np.ndarray, whole: bool | None) -> tuple[np.ndarray, np.ndarr
     return u[small].astype(np.int64), u[frac], odd
 
 
+def _float_texts(x: np.ndarray) -> list[str]:
+    """``_text(_float_key(v))`` of each float of ``x`` (none NaN), in order:
+    repr() at C speed for the fractional ones, a call each for whole ones and inf."""
+    vals = x.tolist()
+    texts = list(map(repr, vals))
+    for i in np.flatnonzero(x == np.floor(x)).tolist():  # inf too
+        key = _float_key(vals[i])
+        if key is not None:  # always: no NaN here
+            texts[i] = _text(key)
+    return texts
+
+
 def _keyed(counts: Mapping[Any, int]) -> dict[Key, int]:
     """Value counts re-counted by canonical key ("1" and 1 fold together)."""
     keys: dict[Key, int] = {}
@@ -939,6 +951,8 @@ class ColumnProfile:
         return integral, finite.size
 
     def _moments(self, x: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
+        """Moments and KLL from float64 values ``x``; ``lo`` and ``hi`` given when
+        ``x`` is sorted (its ends)."""
         nb = x.size
         with np.errstate(all="ignore"):
             total = float(x.sum())  # may overflow to inf near 1e308: kept, not warned
@@ -951,8 +965,14 @@ class ColumnProfile:
             m2_b = float(d.sum())
         if lo is None or hi is None:
             lo, hi = float(x.min()), float(x.max())
+            self.kll.update(x)
+        else:
+            # KLL fills its level 0 from the top down: fed in descending order, it
+            # finds each full level already sorted (~20% faster for a batch with
+            # many distinct values than ascending, itself ~2.5x faster than shuffled).
+            np.copyto(d, x[::-1])
+            self.kll.update(d)
         self._combine(nb, mean_b, m2_b, total, lo, hi)
-        self.kll.update(x)
 
     def _combine(
         self, nb: int, mean_b: float, m2_b: float, sum_b: float, lo: float, hi: float
@@ -1004,11 +1024,7 @@ class ColumnProfile:
             _drain(map(self.hll.update, ints.tolist()))
             _drain(map(self.hll.update, fracs.tolist()))
         _drain(map(self.hll.update, odd))
-        freq = self.freq.update
-        for x, n in zip(heavy.tolist(), counts.tolist(), strict=True):
-            key = _float_key(x)
-            if key is not None:
-                freq(_text(key), n)
+        _drain(map(self.freq.update, _float_texts(heavy), counts.tolist()))
 
     def _feed_strings(self, counts: Mapping[str, int]) -> None:
         """HLL and frequent-items from a batch's counts of distinct strings."""

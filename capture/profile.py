@@ -84,6 +84,9 @@ FREQ_RESOLUTION = 4096
 # A batch with at least this many distinct numbers or strings feeds HLL
 # through numpy (see "HLL from numpy") rather than one sketch call per key.
 VECTOR_HLL_MIN = 1024
+# An Arrow string batch whose first ID_SAMPLE strings are at least 95% distinct
+# is counted by hash (see ``_arrow_counts_by_hash``), not by Arrow's hash table.
+ID_SAMPLE = 2048
 
 # A canonical key before it becomes text: int (whole numbers in int64 range),
 # float (other finite numbers) or str. HLL hashes ints and floats directly,
@@ -305,35 +308,14 @@ class _Scratch:
 def _hll_registers(reg: np.ndarray, words: np.ndarray, length: int, sc: _Scratch) -> None:
     """Raise HLL_8 registers ``reg`` (uint8, 2**lg_k) by keys of ``length`` bytes,
     given as rows of little-endian uint64 words (zero-padded to 16-byte blocks)."""
-    blocks, rem = divmod(length, 16)
     for i in range(0, words.shape[0], _HLL_CHUNK):
-        w = words[i : i + _HLL_CHUNK]
-        m = w.shape[0]
-        h1, h2, k, t = sc.h1[:m], sc.h2[:m], sc.k[:m], sc.t[:m]
-        h1.fill(_HLL_SEED)
-        h2.fill(_HLL_SEED)
-        for b in range(blocks):  # MurmurHash3_x64_128, body
-            _mix_word(h1, w[:, 2 * b], _C1, _C2, 31, k, t)
-            _stir(h1, h2, 27, _ADD1, t)
-            _mix_word(h2, w[:, 2 * b + 1], _C2, _C1, 33, k, t)
-            _stir(h2, h1, 31, _ADD2, t)
-        if rem > 8:  # tail: a zero word would mix to nothing, so only real ones
-            _mix_word(h2, w[:, 2 * blocks + 1], _C2, _C1, 33, k, t)
-        if rem:
-            _mix_word(h1, w[:, 2 * blocks], _C1, _C2, 31, k, t)
-        h1 ^= np.uint64(length)
-        h2 ^= np.uint64(length)
-        h1 += h2
-        h2 += h1
-        _fmix64(h1, t)
-        _fmix64(h2, t)
-        h1 += h2
-        h2 += h1
+        h1, h2 = _murmur(words[i : i + _HLL_CHUNK], length, sc)
+        m, t = h1.size, sc.t[: h1.size]
         # Value 1 + leading zeros of h2 (capped at 63): its high half is exact
         # as a float64, whose biased exponent is bit_length + 1022 (0 for 0).
         e, v = sc.exp[:m].view(np.uint64), sc.value[:m]
         np.right_shift(h2, 32, out=t)
-        np.copyto(e.view(np.float64), t, casting="unsafe")
+        np.copyto(e.view(np.float64), t.view(np.int64), casting="unsafe")  # faster than uint64
         e >>= np.uint64(52)
         np.subtract(1055, e, out=e)
         np.copyto(v, e, casting="unsafe")
@@ -342,6 +324,34 @@ def _hll_registers(reg: np.ndarray, words: np.ndarray, length: int, sc: _Scratch
             v[low] = _low_values(h2[low])
         h1 &= np.uint64(reg.size - 1)
         np.maximum.at(reg, h1.view(np.int64), v)
+
+
+def _murmur(w: np.ndarray, length: int, sc: _Scratch) -> tuple[np.ndarray, np.ndarray]:
+    """MurmurHash3_x64_128 (seed 9001) of up to ``_HLL_CHUNK`` keys of ``length``
+    bytes, given as rows of words (as ``_hll_registers``): (h1, h2), views of ``sc``."""
+    blocks, rem = divmod(length, 16)
+    m = w.shape[0]
+    h1, h2, k, t = sc.h1[:m], sc.h2[:m], sc.k[:m], sc.t[:m]
+    h1.fill(_HLL_SEED)
+    h2.fill(_HLL_SEED)
+    for b in range(blocks):  # MurmurHash3_x64_128, body
+        _mix_word(h1, w[:, 2 * b], _C1, _C2, 31, k, t)
+        _stir(h1, h2, 27, _ADD1, t)
+        _mix_word(h2, w[:, 2 * b + 1], _C2, _C1, 33, k, t)
+        _stir(h2, h1, 31, _ADD2, t)
+    if rem > 8:  # tail: a zero word would mix to nothing, so only real ones
+        _mix_word(h2, w[:, 2 * blocks + 1], _C2, _C1, 33, k, t)
+    if rem:
+        _mix_word(h1, w[:, 2 * blocks], _C1, _C2, 31, k, t)
+    h1 ^= np.uint64(length)
+    h2 ^= np.uint64(length)
+    h1 += h2
+    h2 += h1
+    _fmix64(h1, t)
+    _fmix64(h2, t)
+    h1 += h2
+    h2 += h1
+    return h1, h2
 
 
 def _low_values(h2: np.ndarray) -> np.ndarray:
@@ -362,21 +372,56 @@ def _hll_numbers(reg: np.ndarray, *arrays: np.ndarray) -> None:
 def _hll_strings(reg: np.ndarray, buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
     """Registers from byte strings ``buf[starts[i] : starts[i] + lengths[i]]``
     (none empty: the sketch ignores empty strings), hashed a length at a time."""
+    sc = _WORK.scratch
+    for _, words, length in _string_words(buf, starts, lengths):
+        _hll_registers(reg, words, length, sc)
+
+
+def _string_words(
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """The non-empty byte strings ``buf[starts[i] : starts[i] + lengths[i]]``, up
+    to ``_HLL_CHUNK`` of one length at a time: (their indices, their bytes as
+    rows of little-endian uint64 words zero-padded to 16-byte blocks, length)."""
     if not lengths.size:
         return
     order = np.argsort(lengths, kind="stable")
     lengths = lengths[order]
     edges = np.flatnonzero(np.diff(lengths)) + 1
-    sc = _WORK.scratch
     for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), lengths.size], strict=True):
         length = int(lengths[lo])
+        if not length:
+            continue
         width = -(-length // 16) * 16
-        windows = np.lib.stride_tricks.sliding_window_view(buf, length)  # no copy
+        # Every ``length`` bytes of the buffer as one item (no copy): gathering
+        # items is ~3x faster than gathering rows of a 2-d window view.
+        items = np.ndarray((buf.size - length + 1,), f"V{length}", buf, strides=(1,))
         for c in range(lo, hi, _HLL_CHUNK):
-            rows = starts[order[c : min(hi, c + _HLL_CHUNK)]]
-            mat = np.zeros((rows.size, width), np.uint8)
-            mat[:, :length] = windows[rows]
-            _hll_registers(reg, mat.view("<u8"), length, sc)
+            idx = order[c : min(hi, c + _HLL_CHUNK)]
+            at = starts[idx]
+            mat = _WORK.take("words", idx.size * width, np.uint8).reshape(idx.size, width)
+            mat[:, length:] = 0
+            step = int(at[1] - at[0]) if at.size > 1 else 1
+            if step > 0 and bool((np.diff(at) == step).all()):
+                # Evenly spaced, as consecutive strings of one length are: one
+                # strided copy, ~4x faster again.
+                rows = np.lib.stride_tricks.as_strided(
+                    buf[at[0] :], shape=(at.size, length), strides=(step, 1), writeable=False
+                )
+                mat[:, :length] = rows
+            else:
+                mat[:, :length] = items[at].view(np.uint8).reshape(at.size, length)
+            yield idx, mat.view("<u8"), length
+
+
+def _string_hashes(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each byte string ``buf[starts[i] : starts[i] + lengths[i]]``
+    (the first word of its MurmurHash3_x64_128; 0 for empty strings)."""
+    out = np.zeros(lengths.size, np.uint64)
+    sc = _WORK.scratch
+    for idx, words, length in _string_words(buf, starts, lengths):
+        out[idx] = _murmur(words, length, sc)[0]
+    return out
 
 
 def _hll_image(reg: np.ndarray) -> bytes:
@@ -529,6 +574,12 @@ def _arrow_counts(arr: Any) -> tuple[Any, Any]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(arr, pa.Array) and _is_text(arr.type) and len(arr) >= ID_SAMPLE:
+        sample = pc.count_distinct(arr.slice(0, ID_SAMPLE)).as_py()
+        if sample * 20 >= ID_SAMPLE * 19:  # an id-like column
+            by_hash = _arrow_counts_by_hash(arr)
+            if by_hash is not None:
+                return by_hash
     counted = pc.value_counts(arr)
     values, counts = counted.field(0), counted.field(1)
     if pa.types.is_dictionary(values.type):
@@ -539,6 +590,38 @@ def _arrow_counts(arr: Any) -> tuple[Any, Any]:
         valid = values.is_valid()
         values, counts = values.filter(valid), counts.filter(valid)
     return values, counts
+
+
+def _arrow_counts_by_hash(arr: Any) -> tuple[Any, Any] | None:
+    """``_arrow_counts`` of a string Array whose strings are (nearly) all
+    distinct, ~3x faster than Arrow's hash table (``value_counts``): a 64-bit
+    hash per string, sorted, tells the strings that occur once (nearly all)
+    from the few that may repeat; those are counted by Arrow. None when two
+    different strings share a hash (the caller counts with Arrow instead)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if arr.null_count:
+        arr = arr.drop_null()
+    n = len(arr)
+    buf, offsets = _arrow_spans(arr)
+    hashes = _string_hashes(buf, offsets[:-1], np.diff(offsets))
+    s = _sorted(hashes)
+    same = _WORK.take("mask", max(n - 1, 0), np.bool_)
+    np.equal(s[1:], s[:-1], out=same)
+    counts = np.ones(n, np.int64)
+    if not same.any():
+        return arr, pa.array(counts)
+    shared = np.unique(s[1:][same])
+    rows = np.flatnonzero(np.isin(hashes, shared))  # the strings that may repeat
+    if pc.count_distinct(arr.take(rows), mode="all").as_py() != shared.size:
+        return None  # a hash shared by different strings
+    _, first, repeats = np.unique(hashes[rows], return_index=True, return_counts=True)
+    keep = np.ones(n, np.bool_)
+    keep[rows] = False
+    keep[rows[first]] = True
+    counts[rows[first]] = repeats
+    return arr.filter(keep), pa.array(counts[keep])
 
 
 def _arrow_texts(values: Any) -> list[str]:
@@ -553,12 +636,9 @@ def _arrow_texts(values: Any) -> list[str]:
         return [b.decode("utf-8", "replace") for b in raw]
 
 
-def _arrow_plain(
-    values: Any,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """``_plain_strings`` of an Arrow array of distinct strings, from its
-    buffers. None when a string holds a NUL (as ``_plain_strings``) or the bytes
-    are not valid UTF-8."""
+def _arrow_spans(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, offsets) of an Arrow string Array, read from its buffers:
+    string i is ``buf[offsets[i] : offsets[i + 1]]``."""
     import pyarrow as pa
 
     _, offsets_buf, data_buf = values.buffers()
@@ -567,6 +647,18 @@ def _arrow_plain(
     offsets = offsets.astype(np.intp)
     end = int(offsets[-1])
     buf = np.frombuffer(data_buf, np.uint8)[:end] if end else np.zeros(0, np.uint8)
+    return buf, offsets
+
+
+def _arrow_plain(
+    values: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``_plain_strings`` of an Arrow array of distinct strings, from its
+    buffers. None when a string holds a NUL (as ``_plain_strings``) or the bytes
+    are not valid UTF-8."""
+    import pyarrow as pa
+
+    buf, offsets = _arrow_spans(values)
     body = buf[offsets[0] :]
     if not body.all():  # a NUL
         return None

@@ -613,7 +613,7 @@ def test_a_number_and_its_text_share_a_key(x: int | float) -> None:
         assert key == canonical(int(x))
 
 
-@pytest.mark.parametrize("kind", ["ints", "floats", "strings"])
+@pytest.mark.parametrize("kind", ["ints", "floats", "strings", "strings_of_one_length"])
 def test_numpy_hll_path_sets_the_registers_one_call_per_key_would(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -629,9 +629,11 @@ def test_numpy_hll_path_sets_the_registers_one_call_per_key_would(
         values = rng.integers(-(10**12), 10**12, n).tolist()
     elif kind == "floats":  # whole numbers key as ints, others as floats
         values = [*rng.normal(size=n).tolist(), *map(float, range(2000)), float("inf")]
-    else:  # plain ASCII, accents (NFC), number spellings, long strings, empty
+    elif kind == "strings":  # plain ASCII, accents (NFC), number spellings, long strings, empty
         plain = [f"user-{i}" for i in rng.integers(0, 10**9, n)]
         values = [*plain, "café", "cafe\u0301", "1.0", "1e999", "x" * 400, ""]
+    else:  # evenly spaced in the joined buffer: hashed from a strided view
+        values = [f"k{i:020x}" for i in rng.integers(0, 2**62, n)]
     fast = ColumnProfile()
     fast.update(values)
     monkeypatch.setattr(mod, "VECTOR_HLL_MIN", 10**9)

@@ -106,6 +106,64 @@ def test_arrow_strings_profile_as_their_values(distinct: int, form: str) -> None
         assert col.hll.serialize_compact()[40:] == slow.hll.serialize_compact()[40:]
 
 
+def _ids(n: int, seed: int = 4) -> list[str | None]:
+    """Id-like strings (nearly all distinct, of a few lengths) with repeats, a
+    heavy value, nulls, empty strings and every ODD spelling."""
+    rng = np.random.default_rng(seed)
+    out: list[str | None] = [f"{i:016x}" for i in rng.integers(0, 2**62, n)]
+    for i in range(0, n, 7):
+        out[i] = f"u-{i % 500}"  # shorter, and repeated a few times
+    for i in range(3, n, 1000):
+        out[i] = "heavy"
+    for i in range(5, n, 997):
+        out[i] = None
+    out[1000 : 1000 + len(ODD)] = ODD
+    out[2100:2103] = ["", "", "1" * 16]  # empty ones, and an id that is a number
+    return out
+
+
+@pytest.mark.parametrize("form", ["string", "large_string", "sliced"])
+def test_id_like_arrow_strings_counted_by_hash_profile_as_their_values(
+    form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of nearly distinct strings is counted by hashing them
+    (``_arrow_counts_by_hash``): same values, counts and order of first
+    appearance as Arrow's ``value_counts``, same profile as the list."""
+    import pyarrow.compute as pc
+
+    values = _ids(20_000)
+    arrow = _forms(values)[form]
+    counted = mod._arrow_counts_by_hash(arrow)
+    assert counted is not None
+    ref = pc.value_counts(arrow).filter(pc.is_valid(pc.value_counts(arrow).field(0)))
+    assert counted[0].to_pylist() == ref.field(0).to_pylist()
+    assert counted[1].to_pylist() == ref.field(1).to_pylist()
+    calls: list[Any] = []
+    by_hash = mod._arrow_counts_by_hash
+    monkeypatch.setattr(mod, "_arrow_counts_by_hash", lambda a: calls.append(a) or by_hash(a))
+    assert _profile(arrow) == _profile(values)
+    assert calls  # the id-like test chose the hash path
+
+
+def test_strings_sharing_a_hash_are_counted_by_arrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = _ids(20_000, seed=5)
+    expect = _profile(values)
+    hashes = mod._string_hashes
+    monkeypatch.setattr(mod, "_string_hashes", lambda *a: hashes(*a) % np.uint64(10_007))
+    assert mod._arrow_counts_by_hash(pa.array(values)) is None  # different strings, one hash
+    assert _profile(pa.array(values)) == expect
+
+
+def test_all_distinct_and_all_null_id_batches() -> None:
+    distinct = [f"id-{i:08d}" for i in range(5000)]
+    assert _profile(pa.array(distinct)) == _profile(distinct)
+    counted = mod._arrow_counts_by_hash(pa.array([None, *distinct, None]))
+    assert counted is not None and counted[0].to_pylist() == distinct
+    assert set(counted[1].to_pylist()) == {1}
+    empty = mod._arrow_counts_by_hash(pa.array([None] * 3, pa.string()))
+    assert empty is not None and len(empty[0]) == len(empty[1]) == 0
+
+
 def test_update_columns_with_arrow_strings_gives_the_same_bytes() -> None:
     rng = np.random.default_rng(8)
     batches = []

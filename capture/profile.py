@@ -309,21 +309,36 @@ def _hll_registers(reg: np.ndarray, words: np.ndarray, length: int, sc: _Scratch
     """Raise HLL_8 registers ``reg`` (uint8, 2**lg_k) by keys of ``length`` bytes,
     given as rows of little-endian uint64 words (zero-padded to 16-byte blocks)."""
     for i in range(0, words.shape[0], _HLL_CHUNK):
-        h1, h2 = _murmur(words[i : i + _HLL_CHUNK], length, sc)
-        m, t = h1.size, sc.t[: h1.size]
-        # Value 1 + leading zeros of h2 (capped at 63): its high half is exact
-        # as a float64, whose biased exponent is bit_length + 1022 (0 for 0).
-        e, v = sc.exp[:m].view(np.uint64), sc.value[:m]
-        np.right_shift(h2, 32, out=t)
-        np.copyto(e.view(np.float64), t.view(np.int64), casting="unsafe")  # faster than uint64
-        e >>= np.uint64(52)
-        np.subtract(1055, e, out=e)
-        np.copyto(v, e, casting="unsafe")
-        if int(t.min()) == 0:  # a high half of zeros: ~1 key in 4 billion
-            low = np.flatnonzero(t == 0)
-            v[low] = _low_values(h2[low])
-        h1 &= np.uint64(reg.size - 1)
-        np.maximum.at(reg, h1.view(np.int64), v)
+        _raise(reg, *_murmur(words[i : i + _HLL_CHUNK], length, sc), sc)
+
+
+def _hll_hashed(reg: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> None:
+    """Raise HLL_8 registers ``reg`` by keys already hashed (``_string_hashes``)."""
+    sc = _WORK.scratch
+    for i in range(0, h1.size, _HLL_CHUNK):
+        m = min(_HLL_CHUNK, h1.size - i)
+        np.copyto(sc.h1[:m], h1[i : i + m])
+        np.copyto(sc.h2[:m], h2[i : i + m])
+        _raise(reg, sc.h1[:m], sc.h2[:m], sc)
+
+
+def _raise(reg: np.ndarray, h1: np.ndarray, h2: np.ndarray, sc: _Scratch) -> None:
+    """Raise registers ``reg`` by up to ``_HLL_CHUNK`` keys' hash words, held in
+    ``sc`` (``h1`` is overwritten)."""
+    m, t = h1.size, sc.t[: h1.size]
+    # Value 1 + leading zeros of h2 (capped at 63): its high half is exact
+    # as a float64, whose biased exponent is bit_length + 1022 (0 for 0).
+    e, v = sc.exp[:m].view(np.uint64), sc.value[:m]
+    np.right_shift(h2, 32, out=t)
+    np.copyto(e.view(np.float64), t.view(np.int64), casting="unsafe")  # faster than uint64
+    e >>= np.uint64(52)
+    np.subtract(1055, e, out=e)
+    np.copyto(v, e, casting="unsafe")
+    if int(t.min()) == 0:  # a high half of zeros: ~1 key in 4 billion
+        low = np.flatnonzero(t == 0)
+        v[low] = _low_values(h2[low])
+    h1 &= np.uint64(reg.size - 1)
+    np.maximum.at(reg, h1.view(np.int64), v)
 
 
 def _murmur(w: np.ndarray, length: int, sc: _Scratch) -> tuple[np.ndarray, np.ndarray]:
@@ -401,10 +416,9 @@ def _string_words(
             at = starts[idx]
             mat = _WORK.take("words", idx.size * width, np.uint8).reshape(idx.size, width)
             mat[:, length:] = 0
-            step = int(at[1] - at[0]) if at.size > 1 else 1
-            if step > 0 and bool((np.diff(at) == step).all()):
-                # Evenly spaced, as consecutive strings of one length are: one
-                # strided copy, ~4x faster again.
+            if _evenly_spaced(at, length):  # as consecutive strings of one length are
+                # One strided copy, ~4x faster.
+                step = int(at[1] - at[0])
                 rows = np.lib.stride_tricks.as_strided(
                     buf[at[0] :], shape=(at.size, length), strides=(step, 1), writeable=False
                 )
@@ -414,14 +428,27 @@ def _string_words(
             yield idx, mat.view("<u8"), length
 
 
-def _string_hashes(buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """A 64-bit hash of each byte string ``buf[starts[i] : starts[i] + lengths[i]]``
-    (the first word of its MurmurHash3_x64_128; 0 for empty strings)."""
-    out = np.zeros(lengths.size, np.uint64)
+def _evenly_spaced(at: np.ndarray, length: int) -> bool:
+    """Whether the increasing starts ``at`` of strings of ``length`` bytes are
+    ``length`` (Arrow) or ``length + 1`` (NUL-joined) bytes apart each."""
+    if at.size < 2:
+        return False
+    span = int(at[-1] - at[0])
+    if span == length * (at.size - 1):
+        return True  # strings do not overlap: no gap is below length, so none above
+    return span == (length + 1) * (at.size - 1) and bool((np.diff(at) == length + 1).all())
+
+
+def _string_hashes(
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two words of the MurmurHash3_x64_128 HLL uses (seed 9001) of each byte
+    string ``buf[starts[i] : starts[i] + lengths[i]]`` (0 and 0 for empty ones)."""
+    h1, h2 = np.zeros(lengths.size, np.uint64), np.zeros(lengths.size, np.uint64)
     sc = _WORK.scratch
     for idx, words, length in _string_words(buf, starts, lengths):
-        out[idx] = _murmur(words, length, sc)[0]
-    return out
+        h1[idx], h2[idx] = _murmur(words, length, sc)
+    return h1, h2
 
 
 def _hll_image(reg: np.ndarray) -> bytes:
@@ -568,9 +595,10 @@ def _is_text(t: Any) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
-def _arrow_counts(arr: Any) -> tuple[Any, Any]:
-    """(distinct non-null strings, their counts) of an Arrow string column, in
-    order of first appearance; a dictionary column's values decoded."""
+def _arrow_counts(arr: Any) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None]:
+    """(distinct non-null strings, their counts, their hashes if computed) of an
+    Arrow string column, in order of first appearance; a dictionary column's
+    values decoded."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -589,10 +617,10 @@ def _arrow_counts(arr: Any) -> tuple[Any, Any]:
     if values.null_count:
         valid = values.is_valid()
         values, counts = values.filter(valid), counts.filter(valid)
-    return values, counts
+    return values, counts, None
 
 
-def _arrow_counts_by_hash(arr: Any) -> tuple[Any, Any] | None:
+def _arrow_counts_by_hash(arr: Any) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray]] | None:
     """``_arrow_counts`` of a string Array whose strings are (nearly) all
     distinct, ~3x faster than Arrow's hash table (``value_counts``): a 64-bit
     hash per string, sorted, tells the strings that occur once (nearly all)
@@ -605,23 +633,23 @@ def _arrow_counts_by_hash(arr: Any) -> tuple[Any, Any] | None:
         arr = arr.drop_null()
     n = len(arr)
     buf, offsets = _arrow_spans(arr)
-    hashes = _string_hashes(buf, offsets[:-1], np.diff(offsets))
-    s = _sorted(hashes)
+    h1, h2 = _string_hashes(buf, offsets[:-1], np.diff(offsets))
+    s = _sorted(h1)
     same = _WORK.take("mask", max(n - 1, 0), np.bool_)
     np.equal(s[1:], s[:-1], out=same)
     counts = np.ones(n, np.int64)
     if not same.any():
-        return arr, pa.array(counts)
+        return arr, pa.array(counts), (h1, h2)
     shared = np.unique(s[1:][same])
-    rows = np.flatnonzero(np.isin(hashes, shared))  # the strings that may repeat
+    rows = np.flatnonzero(np.isin(h1, shared))  # the strings that may repeat
     if pc.count_distinct(arr.take(rows), mode="all").as_py() != shared.size:
         return None  # a hash shared by different strings
-    _, first, repeats = np.unique(hashes[rows], return_index=True, return_counts=True)
+    _, first, repeats = np.unique(h1[rows], return_index=True, return_counts=True)
     keep = np.ones(n, np.bool_)
     keep[rows] = False
     keep[rows[first]] = True
     counts[rows[first]] = repeats
-    return arr.filter(keep), pa.array(counts[keep])
+    return arr.filter(keep), pa.array(counts[keep]), (h1[keep], h2[keep])
 
 
 def _arrow_texts(values: Any) -> list[str]:
@@ -929,7 +957,7 @@ class ColumnProfile:
         self._count_strings(n, nulls)
         if nulls == n:
             return
-        values, counts = _arrow_counts(arr)
+        values, counts, hashes = _arrow_counts(arr)
         plain = _arrow_plain(values) if len(values) >= VECTOR_HLL_MIN and _vector_hll() else None
         if plain is None:
             by_key: dict[str, int] = {}
@@ -948,7 +976,8 @@ class ColumnProfile:
             ]
 
         cnt = counts.to_numpy()
-        self._feed_plain(*plain, cnt, lambda idx: values.take(idx).to_pylist(), found)
+        texts = lambda idx: values.take(idx).to_pylist()  # noqa: E731
+        self._feed_plain(*plain, cnt, texts, found, hashes)
 
     def _count_strings(self, n: int, nulls: int) -> None:
         self.count += n
@@ -1144,14 +1173,19 @@ class ColumnProfile:
         cnt: np.ndarray,
         take: Callable[[np.ndarray], list[str]],
         found: Callable[[list[str]], list[tuple[str, int]]],
+        hashes: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """HLL and frequent-items from distinct strings held as UTF-8 bytes
         (``buf[starts[i] : starts[i] + lengths[i]]``, ``own`` as ``_plain_strings``
         makes it) with their counts ``cnt``. ``take(indices)`` gives those keys
-        as ``str``; ``found(names)`` gives (name, index) of the names among them."""
+        as ``str``; ``found(names)`` gives (name, index) of the names among them;
+        ``hashes``, their ``_string_hashes`` when already computed."""
         reg = np.zeros(1 << HLL_LG_K, np.uint8)
         fast = own & (lengths > 0)
-        _hll_strings(reg, buf, starts[fast], lengths[fast])
+        if hashes is None:
+            _hll_strings(reg, buf, starts[fast], lengths[fast])
+        else:
+            _hll_hashed(reg, hashes[0][fast], hashes[1][fast])
         self._hll_fold(reg)
         other = np.flatnonzero(~own)
         raw = take(other)

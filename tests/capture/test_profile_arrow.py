@@ -149,7 +149,9 @@ def test_strings_sharing_a_hash_are_counted_by_arrow(monkeypatch: pytest.MonkeyP
     values = _ids(20_000, seed=5)
     expect = _profile(values)
     hashes = mod._string_hashes
-    monkeypatch.setattr(mod, "_string_hashes", lambda *a: hashes(*a) % np.uint64(10_007))
+    monkeypatch.setattr(
+        mod, "_string_hashes", lambda *a: tuple(h % np.uint64(10_007) for h in hashes(*a))
+    )
     assert mod._arrow_counts_by_hash(pa.array(values)) is None  # different strings, one hash
     assert _profile(pa.array(values)) == expect
 
@@ -162,6 +164,18 @@ def test_all_distinct_and_all_null_id_batches() -> None:
     assert set(counted[1].to_pylist()) == {1}
     empty = mod._arrow_counts_by_hash(pa.array([None] * 3, pa.string()))
     assert empty is not None and len(empty[0]) == len(empty[1]) == 0
+
+
+def test_strings_of_one_length_unevenly_spaced_hash_as_their_bytes() -> None:
+    """Strings of length 4 at gaps of 4 and 6 bytes alternately (a string of 2
+    between every other pair) span as much as an even spacing of 5 would: they
+    must still be read one by one, not as a strided block."""
+    chars = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    values: list[str] = []
+    for i in range(1500):
+        values += [f"a{i:03x}", f"b{i:03x}", chars[i // 62] + chars[i % 62]]
+    values.append("zzzz")  # an odd number of 4-byte strings: span == 5 * (n - 1)
+    assert _profile(pa.array(values)) == _profile(values)
 
 
 def test_update_columns_with_arrow_strings_gives_the_same_bytes() -> None:

@@ -537,6 +537,26 @@ def _own_keys(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 # Per byte of a UTF-8 key: 1 = not a character of a JSON number, 2 = not ASCII.
 _NUMBER_CHARS = "\x00-+.0123456789eE"
 _CHAR_FLAGS = bytes(0 if chr(c) in _NUMBER_CHARS else 1 if c < 128 else 3 for c in range(256))
+_DIGIT_FREE_NUMBER_BYTES = [ord(c) for c in _NUMBER_CHARS if not c.isdigit()]
+
+
+def _char_flags(chars: np.ndarray) -> np.ndarray:
+    """``_CHAR_FLAGS`` of each of the bytes ``chars`` (uint8), in the "flags"
+    scratch buffer: a few vectorised compares, ~2x faster than ``bytes.translate``
+    (which needs two fresh copies of the bytes)."""
+    n = chars.size
+    flags, tmp = _WORK.take("flags", n, np.uint8), _WORK.take("flags_tmp", n, np.uint8)
+    number, same = _WORK.take("number", n, np.bool_), _WORK.take("same", n, np.bool_)
+    np.subtract(chars, ord("0"), out=tmp)  # wraps below "0"
+    np.less(tmp, 10, out=number)
+    for c in _DIGIT_FREE_NUMBER_BYTES:
+        np.equal(chars, c, out=same)
+        number |= same
+    np.logical_not(number, out=flags.view(np.bool_))  # 1: not a character of a number
+    np.right_shift(chars, 7, out=tmp)
+    tmp <<= 1
+    flags |= tmp  # 2: not ASCII
+    return flags
 
 
 def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -544,7 +564,7 @@ def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
     each key's start and length; empty positions when a key holds a NUL itself."""
     data = "\x00".join(keys).encode("utf-8", "surrogatepass")
     buf = np.frombuffer(data, np.uint8)
-    flags = np.frombuffer(data.translate(_CHAR_FLAGS), np.uint8)
+    flags = _char_flags(buf)
     seps = np.flatnonzero(buf == 0)
     if seps.size != len(keys) - 1:
         empty = np.zeros(0, np.intp)
@@ -690,7 +710,7 @@ def _arrow_plain(
     body = buf[offsets[0] :]
     if not body.all():  # a NUL
         return None
-    chars = np.frombuffer(body.tobytes().translate(_CHAR_FLAGS), np.uint8)
+    chars = _char_flags(body)
     starts, lengths = offsets[:-1], np.diff(offsets)
     flags = np.zeros(starts.size, np.uint8)
     full = lengths > 0

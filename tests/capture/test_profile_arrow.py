@@ -207,6 +207,15 @@ def test_keys_read_from_arrow_buffers_as_from_str(start: int) -> None:
         assert got == keys
 
 
+def test_char_flags_match_the_translation_table() -> None:
+    every_byte = np.arange(256, dtype=np.uint8)
+    assert mod._char_flags(every_byte).tobytes() == mod._CHAR_FLAGS
+    text = "1e5 -2.5 +x é\x00".encode()
+    assert mod._char_flags(np.frombuffer(text, np.uint8)).tobytes() == text.translate(
+        mod._CHAR_FLAGS
+    )
+
+
 def test_a_dictionary_repeating_a_value_counts_it_once() -> None:
     """Arrow does not require a dictionary's values to be distinct: a value held
     twice must reach frequent-items with its whole count (6 of 20,000 passes

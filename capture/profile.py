@@ -24,20 +24,22 @@ Invariants:
   bytes to datasketches (a corrupt KLL sketch can crash the process).
 
 Speed: updates take a batch (a column of a batch of rows), never one value.
-A numeric batch is sorted once: its finite values are a slice, its runs are
-the distinct keys, and KLL takes it whole (sorted, ~2.5x faster than
+A numeric batch is sorted once, in a buffer its thread reuses ("Scratch
+memory" below): its finite values are a slice, its runs are the distinct
+keys, and KLL takes it whole, in descending order (~3x faster than
 shuffled; KLL's error bounds hold for any order). A batch with many distinct
 numbers or strings reaches HLL through numpy ("HLL from numpy" below), a
 small one with one call per distinct key; frequent-items gets one call per
 value frequent enough in the batch to matter (see FREQ_RESOLUTION). Strings
 in a list are counted with ``collections.Counter``; strings in a pyarrow
 array (what the monitor's training reader hands over) are counted by Arrow
-in C++ and read from the array's UTF-8 buffer, with the same profile as
-a result ("Arrow input" below; pyarrow is imported only when such an
-array is passed). On 2 shared cores (``loadtest/bench_profile.py``): ~0.95M
-rows/s through ``update_columns`` for 20 mixed columns with Arrow strings
-(~0.7M with lists of ``str``), ~260k rows/s through ``update_rows`` (batches
-of 16,384), ~16M values/s through ``update_numeric``.
+in C++, or by their hashes when nearly all distinct (an id column), and
+read from the array's UTF-8 buffer, with the same profile as a result
+("Arrow input" below; pyarrow is imported only when such an array is
+passed). On 2 shared cores (``loadtest/bench_profile.py``): ~1.0-1.2M rows/s
+through ``update_columns`` for 20 mixed columns with Arrow strings (~0.7M
+with lists of ``str``), ~210k rows/s through ``update_rows`` (batches of
+16,384), ~22M values/s through ``update_numeric`` (continuous floats).
 
 Example::
 
@@ -584,8 +586,11 @@ def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
 # Arrow (``value_counts``, in C++, in order of first appearance as a Counter
 # would) and their distinct keys go through the same code as a list's, read
 # from the array's offsets and UTF-8 buffer instead of Python ``str``: the
-# profile equals the one ``to_pylist()`` would give, byte for byte. Numbers
-# go through numpy.
+# profile equals the one ``to_pylist()`` would give, byte for byte. A batch
+# of nearly distinct strings (an id column, told by a sample) is counted by
+# sorting the strings' 64-bit hashes instead, exactly (a hash two different
+# strings share sends the batch back to Arrow), and those hashes then feed
+# HLL. Numbers go through numpy.
 
 
 class ArrowArray(Protocol):

@@ -24,20 +24,22 @@ Invariants:
   bytes to datasketches (a corrupt KLL sketch can crash the process).
 
 Speed: updates take a batch (a column of a batch of rows), never one value.
-A numeric batch is sorted once: its finite values are a slice, its runs are
-the distinct keys, and KLL takes it whole (sorted, ~2.5x faster than
+A numeric batch is sorted once, in a buffer its thread reuses ("Scratch
+memory" below): its finite values are a slice, its runs are the distinct
+keys, and KLL takes it whole, in descending order (~3x faster than
 shuffled; KLL's error bounds hold for any order). A batch with many distinct
 numbers or strings reaches HLL through numpy ("HLL from numpy" below), a
 small one with one call per distinct key; frequent-items gets one call per
 value frequent enough in the batch to matter (see FREQ_RESOLUTION). Strings
 in a list are counted with ``collections.Counter``; strings in a pyarrow
 array (what the monitor's training reader hands over) are counted by Arrow
-in C++ and read from the array's UTF-8 buffer, with the same profile as
-a result ("Arrow input" below; pyarrow is imported only when such an
-array is passed). On 2 shared cores (``loadtest/bench_profile.py``): ~0.95M
-rows/s through ``update_columns`` for 20 mixed columns with Arrow strings
-(~0.7M with lists of ``str``), ~260k rows/s through ``update_rows`` (batches
-of 16,384), ~16M values/s through ``update_numeric``.
+in C++, or by their hashes when nearly all distinct (an id column), and
+read from the array's UTF-8 buffer, with the same profile as a result
+("Arrow input" below; pyarrow is imported only when such an array is
+passed). On 2 shared cores (``loadtest/bench_profile.py``): ~1.0-1.2M rows/s
+through ``update_columns`` for 20 mixed columns with Arrow strings (~0.7M
+with lists of ``str``), ~210k rows/s through ``update_rows`` (batches of
+16,384), ~22M values/s through ``update_numeric`` (continuous floats).
 
 Example::
 
@@ -56,6 +58,7 @@ import json
 import math
 import re
 import struct
+import threading
 import unicodedata
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -83,6 +86,9 @@ FREQ_RESOLUTION = 4096
 # A batch with at least this many distinct numbers or strings feeds HLL
 # through numpy (see "HLL from numpy") rather than one sketch call per key.
 VECTOR_HLL_MIN = 1024
+# An Arrow string batch whose first ID_SAMPLE strings are at least 95% distinct
+# is counted by hash (see ``_arrow_counts_by_hash``), not by Arrow's hash table.
+ID_SAMPLE = 2048
 
 # A canonical key before it becomes text: int (whole numbers in int64 range),
 # float (other finite numbers) or str. HLL hashes ints and floats directly,
@@ -182,6 +188,52 @@ def _classify(v: Any) -> tuple[str, float | None, Key | None]:
     return "other", None, _other_key(v)
 
 
+# -- Scratch memory ----------------------------------------------------------------
+#
+# A numeric batch goes through a few arrays as large as itself (the sorted
+# copy, a float64 temporary, masks, the distinct keys). Allocated afresh per
+# batch, each megabyte of them cost ~256 page faults: glibc hands a freed
+# heap top back to the kernel and the next batch faults it in again, zeroed.
+# On the project's 2-core VMs that was ~70,000 faults and a quarter of the
+# time of profiling 1M rows x 15 numeric columns. So those arrays live in
+# buffers that each thread keeps from batch to batch (``_Workspace``), up to
+# ``WORK_KEEP_BYTES`` each (a handful of slots: a few MB per thread at most);
+# a larger batch allocates as before. A slot's contents are valid until the
+# next ``take`` of that slot: nothing taken from it is kept past the call
+# that takes it (sketches copy what they are fed).
+
+WORK_KEEP_BYTES = 1 << 21  # 256k float64 values: every batch size this project uses
+
+
+class _Workspace(threading.local):
+    """Per-thread reusable buffers, by slot name (see "Scratch memory")."""
+
+    def __init__(self) -> None:
+        self.raw: dict[str, np.ndarray] = {}
+        self._scratch: _Scratch | None = None
+
+    def take(self, slot: str, n: int, dtype: Any) -> np.ndarray:
+        """An uninitialised array of ``n`` items of ``dtype`` in buffer ``slot``."""
+        dt = np.dtype(dtype)
+        size = n * dt.itemsize
+        raw = self.raw.get(slot)
+        if raw is None or raw.size < size:
+            raw = np.empty(size, np.uint8)
+            if size <= WORK_KEEP_BYTES:
+                self.raw[slot] = raw
+        return raw[:size].view(dt)
+
+    @property
+    def scratch(self) -> _Scratch:
+        """This thread's buffers for hashing keys (see "HLL from numpy")."""
+        if self._scratch is None:
+            self._scratch = _Scratch()
+        return self._scratch
+
+
+_WORK = _Workspace()
+
+
 # -- HLL from numpy ------------------------------------------------------------
 #
 # datasketches' HLL takes one value per call (~60-250 ns). For a batch with
@@ -246,9 +298,10 @@ def _stir(h: np.ndarray, other: np.ndarray, r: int, add: np.uint64, t: np.ndarra
 
 
 class _Scratch:
-    """Buffers for hashing up to ``_HLL_CHUNK`` keys at a time."""
+    """Buffers for hashing up to ``_HLL_CHUNK`` keys at a time (one set per
+    thread, ``_WORK.scratch``: see "Scratch memory")."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int = _HLL_CHUNK) -> None:
         self.h1, self.h2, self.k, self.t = (np.empty(size, np.uint64) for _ in range(4))
         self.exp = np.empty(size, np.float64)
         self.value = np.empty(size, np.uint8)
@@ -257,43 +310,65 @@ class _Scratch:
 def _hll_registers(reg: np.ndarray, words: np.ndarray, length: int, sc: _Scratch) -> None:
     """Raise HLL_8 registers ``reg`` (uint8, 2**lg_k) by keys of ``length`` bytes,
     given as rows of little-endian uint64 words (zero-padded to 16-byte blocks)."""
-    blocks, rem = divmod(length, 16)
     for i in range(0, words.shape[0], _HLL_CHUNK):
-        w = words[i : i + _HLL_CHUNK]
-        m = w.shape[0]
-        h1, h2, k, t = sc.h1[:m], sc.h2[:m], sc.k[:m], sc.t[:m]
-        h1.fill(_HLL_SEED)
-        h2.fill(_HLL_SEED)
-        for b in range(blocks):  # MurmurHash3_x64_128, body
-            _mix_word(h1, w[:, 2 * b], _C1, _C2, 31, k, t)
-            _stir(h1, h2, 27, _ADD1, t)
-            _mix_word(h2, w[:, 2 * b + 1], _C2, _C1, 33, k, t)
-            _stir(h2, h1, 31, _ADD2, t)
-        if rem > 8:  # tail: a zero word would mix to nothing, so only real ones
-            _mix_word(h2, w[:, 2 * blocks + 1], _C2, _C1, 33, k, t)
-        if rem:
-            _mix_word(h1, w[:, 2 * blocks], _C1, _C2, 31, k, t)
-        h1 ^= np.uint64(length)
-        h2 ^= np.uint64(length)
-        h1 += h2
-        h2 += h1
-        _fmix64(h1, t)
-        _fmix64(h2, t)
-        h1 += h2
-        h2 += h1
-        # Value 1 + leading zeros of h2 (capped at 63): its high half is exact
-        # as a float64, whose biased exponent is bit_length + 1022 (0 for 0).
-        e, v = sc.exp[:m].view(np.uint64), sc.value[:m]
-        np.right_shift(h2, 32, out=t)
-        np.copyto(e.view(np.float64), t, casting="unsafe")
-        e >>= np.uint64(52)
-        np.subtract(1055, e, out=e)
-        np.copyto(v, e, casting="unsafe")
-        if int(t.min()) == 0:  # a high half of zeros: ~1 key in 4 billion
-            low = np.flatnonzero(t == 0)
-            v[low] = _low_values(h2[low])
-        h1 &= np.uint64(reg.size - 1)
-        np.maximum.at(reg, h1.view(np.int64), v)
+        _raise(reg, *_murmur(words[i : i + _HLL_CHUNK], length, sc), sc)
+
+
+def _hll_hashed(reg: np.ndarray, h1: np.ndarray, h2: np.ndarray) -> None:
+    """Raise HLL_8 registers ``reg`` by keys already hashed (``_string_hashes``)."""
+    sc = _WORK.scratch
+    for i in range(0, h1.size, _HLL_CHUNK):
+        m = min(_HLL_CHUNK, h1.size - i)
+        np.copyto(sc.h1[:m], h1[i : i + m])
+        np.copyto(sc.h2[:m], h2[i : i + m])
+        _raise(reg, sc.h1[:m], sc.h2[:m], sc)
+
+
+def _raise(reg: np.ndarray, h1: np.ndarray, h2: np.ndarray, sc: _Scratch) -> None:
+    """Raise registers ``reg`` by up to ``_HLL_CHUNK`` keys' hash words, held in
+    ``sc`` (``h1`` is overwritten)."""
+    m, t = h1.size, sc.t[: h1.size]
+    # Value 1 + leading zeros of h2 (capped at 63): its high half is exact
+    # as a float64, whose biased exponent is bit_length + 1022 (0 for 0).
+    e, v = sc.exp[:m].view(np.uint64), sc.value[:m]
+    np.right_shift(h2, 32, out=t)
+    np.copyto(e.view(np.float64), t.view(np.int64), casting="unsafe")  # faster than uint64
+    e >>= np.uint64(52)
+    np.subtract(1055, e, out=e)
+    np.copyto(v, e, casting="unsafe")
+    if int(t.min()) == 0:  # a high half of zeros: ~1 key in 4 billion
+        low = np.flatnonzero(t == 0)
+        v[low] = _low_values(h2[low])
+    h1 &= np.uint64(reg.size - 1)
+    np.maximum.at(reg, h1.view(np.int64), v)
+
+
+def _murmur(w: np.ndarray, length: int, sc: _Scratch) -> tuple[np.ndarray, np.ndarray]:
+    """MurmurHash3_x64_128 (seed 9001) of up to ``_HLL_CHUNK`` keys of ``length``
+    bytes, given as rows of words (as ``_hll_registers``): (h1, h2), views of ``sc``."""
+    blocks, rem = divmod(length, 16)
+    m = w.shape[0]
+    h1, h2, k, t = sc.h1[:m], sc.h2[:m], sc.k[:m], sc.t[:m]
+    h1.fill(_HLL_SEED)
+    h2.fill(_HLL_SEED)
+    for b in range(blocks):  # MurmurHash3_x64_128, body
+        _mix_word(h1, w[:, 2 * b], _C1, _C2, 31, k, t)
+        _stir(h1, h2, 27, _ADD1, t)
+        _mix_word(h2, w[:, 2 * b + 1], _C2, _C1, 33, k, t)
+        _stir(h2, h1, 31, _ADD2, t)
+    if rem > 8:  # tail: a zero word would mix to nothing, so only real ones
+        _mix_word(h2, w[:, 2 * blocks + 1], _C2, _C1, 33, k, t)
+    if rem:
+        _mix_word(h1, w[:, 2 * blocks], _C1, _C2, 31, k, t)
+    h1 ^= np.uint64(length)
+    h2 ^= np.uint64(length)
+    h1 += h2
+    h2 += h1
+    _fmix64(h1, t)
+    _fmix64(h2, t)
+    h1 += h2
+    h2 += h1
+    return h1, h2
 
 
 def _low_values(h2: np.ndarray) -> np.ndarray:
@@ -308,27 +383,74 @@ def _hll_numbers(reg: np.ndarray, *arrays: np.ndarray) -> None:
     for a in arrays:
         if a.size:
             words = np.ascontiguousarray(a).view(np.uint64).reshape(-1, 1)
-            _hll_registers(reg, words, 8, _Scratch(min(a.size, _HLL_CHUNK)))
+            _hll_registers(reg, words, 8, _WORK.scratch)
 
 
 def _hll_strings(reg: np.ndarray, buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> None:
     """Registers from byte strings ``buf[starts[i] : starts[i] + lengths[i]]``
     (none empty: the sketch ignores empty strings), hashed a length at a time."""
+    sc = _WORK.scratch
+    for _, words, length in _string_words(buf, starts, lengths):
+        _hll_registers(reg, words, length, sc)
+
+
+def _string_words(
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """The non-empty byte strings ``buf[starts[i] : starts[i] + lengths[i]]``, up
+    to ``_HLL_CHUNK`` of one length at a time: (their indices, their bytes as
+    rows of little-endian uint64 words zero-padded to 16-byte blocks, length)."""
     if not lengths.size:
         return
     order = np.argsort(lengths, kind="stable")
     lengths = lengths[order]
     edges = np.flatnonzero(np.diff(lengths)) + 1
-    sc = _Scratch(min(lengths.size, _HLL_CHUNK))
     for lo, hi in zip([0, *edges.tolist()], [*edges.tolist(), lengths.size], strict=True):
         length = int(lengths[lo])
+        if not length:
+            continue
         width = -(-length // 16) * 16
-        windows = np.lib.stride_tricks.sliding_window_view(buf, length)  # no copy
+        # Every ``length`` bytes of the buffer as one item (no copy): gathering
+        # items is ~3x faster than gathering rows of a 2-d window view.
+        items = np.ndarray((buf.size - length + 1,), f"V{length}", buf, strides=(1,))
         for c in range(lo, hi, _HLL_CHUNK):
-            rows = starts[order[c : min(hi, c + _HLL_CHUNK)]]
-            mat = np.zeros((rows.size, width), np.uint8)
-            mat[:, :length] = windows[rows]
-            _hll_registers(reg, mat.view("<u8"), length, sc)
+            idx = order[c : min(hi, c + _HLL_CHUNK)]
+            at = starts[idx]
+            mat = _WORK.take("words", idx.size * width, np.uint8).reshape(idx.size, width)
+            mat[:, length:] = 0
+            if _evenly_spaced(at, length):  # as consecutive strings of one length are
+                # One strided copy, ~4x faster.
+                step = int(at[1] - at[0])
+                rows = np.lib.stride_tricks.as_strided(
+                    buf[at[0] :], shape=(at.size, length), strides=(step, 1), writeable=False
+                )
+                mat[:, :length] = rows
+            else:
+                mat[:, :length] = items[at].view(np.uint8).reshape(at.size, length)
+            yield idx, mat.view("<u8"), length
+
+
+def _evenly_spaced(at: np.ndarray, length: int) -> bool:
+    """Whether the increasing starts ``at`` of strings of ``length`` bytes are
+    ``length`` (Arrow) or ``length + 1`` (NUL-joined) bytes apart each."""
+    if at.size < 2:
+        return False
+    span = int(at[-1] - at[0])
+    if span == length * (at.size - 1):
+        return True  # strings do not overlap: no gap is below length, so none above
+    return span == (length + 1) * (at.size - 1) and bool((np.diff(at) == length + 1).all())
+
+
+def _string_hashes(
+    buf: np.ndarray, starts: np.ndarray, lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The two words of the MurmurHash3_x64_128 HLL uses (seed 9001) of each byte
+    string ``buf[starts[i] : starts[i] + lengths[i]]`` (0 and 0 for empty ones)."""
+    h1, h2 = np.zeros(lengths.size, np.uint64), np.zeros(lengths.size, np.uint64)
+    sc = _WORK.scratch
+    for idx, words, length in _string_words(buf, starts, lengths):
+        h1[idx], h2[idx] = _murmur(words, length, sc)
+    return h1, h2
 
 
 def _hll_image(reg: np.ndarray) -> bytes:
@@ -417,6 +539,26 @@ def _own_keys(flags: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 # Per byte of a UTF-8 key: 1 = not a character of a JSON number, 2 = not ASCII.
 _NUMBER_CHARS = "\x00-+.0123456789eE"
 _CHAR_FLAGS = bytes(0 if chr(c) in _NUMBER_CHARS else 1 if c < 128 else 3 for c in range(256))
+_DIGIT_FREE_NUMBER_BYTES = [ord(c) for c in _NUMBER_CHARS if not c.isdigit()]
+
+
+def _char_flags(chars: np.ndarray) -> np.ndarray:
+    """``_CHAR_FLAGS`` of each of the bytes ``chars`` (uint8), in the "flags"
+    scratch buffer: a few vectorised compares, ~2x faster than ``bytes.translate``
+    (which needs two fresh copies of the bytes)."""
+    n = chars.size
+    flags, tmp = _WORK.take("flags", n, np.uint8), _WORK.take("flags_tmp", n, np.uint8)
+    number, same = _WORK.take("number", n, np.bool_), _WORK.take("same", n, np.bool_)
+    np.subtract(chars, ord("0"), out=tmp)  # wraps below "0"
+    np.less(tmp, 10, out=number)
+    for c in _DIGIT_FREE_NUMBER_BYTES:
+        np.equal(chars, c, out=same)
+        number |= same
+    np.logical_not(number, out=flags.view(np.bool_))  # 1: not a character of a number
+    np.right_shift(chars, 7, out=tmp)
+    tmp <<= 1
+    flags |= tmp  # 2: not ASCII
+    return flags
 
 
 def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -424,7 +566,7 @@ def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
     each key's start and length; empty positions when a key holds a NUL itself."""
     data = "\x00".join(keys).encode("utf-8", "surrogatepass")
     buf = np.frombuffer(data, np.uint8)
-    flags = np.frombuffer(data.translate(_CHAR_FLAGS), np.uint8)
+    flags = _char_flags(buf)
     seps = np.flatnonzero(buf == 0)
     if seps.size != len(keys) - 1:
         empty = np.zeros(0, np.intp)
@@ -444,8 +586,11 @@ def _string_buffer(keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndar
 # Arrow (``value_counts``, in C++, in order of first appearance as a Counter
 # would) and their distinct keys go through the same code as a list's, read
 # from the array's offsets and UTF-8 buffer instead of Python ``str``: the
-# profile equals the one ``to_pylist()`` would give, byte for byte. Numbers
-# go through numpy.
+# profile equals the one ``to_pylist()`` would give, byte for byte. A batch
+# of nearly distinct strings (an id column, told by a sample) is counted by
+# sorting the strings' 64-bit hashes instead, exactly (a hash two different
+# strings share sends the batch back to Arrow), and those hashes then feed
+# HLL. Numbers go through numpy.
 
 
 class ArrowArray(Protocol):
@@ -475,12 +620,19 @@ def _is_text(t: Any) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
 
 
-def _arrow_counts(arr: Any) -> tuple[Any, Any]:
-    """(distinct non-null strings, their counts) of an Arrow string column, in
-    order of first appearance; a dictionary column's values decoded."""
+def _arrow_counts(arr: Any) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray] | None]:
+    """(distinct non-null strings, their counts, their hashes if computed) of an
+    Arrow string column, in order of first appearance; a dictionary column's
+    values decoded."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
+    if isinstance(arr, pa.Array) and _is_text(arr.type) and len(arr) >= ID_SAMPLE:
+        sample = pc.count_distinct(arr.slice(0, ID_SAMPLE)).as_py()
+        if sample * 20 >= ID_SAMPLE * 19:  # an id-like column
+            by_hash = _arrow_counts_by_hash(arr)
+            if by_hash is not None:
+                return by_hash
     counted = pc.value_counts(arr)
     values, counts = counted.field(0), counted.field(1)
     if pa.types.is_dictionary(values.type):
@@ -490,7 +642,39 @@ def _arrow_counts(arr: Any) -> tuple[Any, Any]:
     if values.null_count:
         valid = values.is_valid()
         values, counts = values.filter(valid), counts.filter(valid)
-    return values, counts
+    return values, counts, None
+
+
+def _arrow_counts_by_hash(arr: Any) -> tuple[Any, Any, tuple[np.ndarray, np.ndarray]] | None:
+    """``_arrow_counts`` of a string Array whose strings are (nearly) all
+    distinct, ~3x faster than Arrow's hash table (``value_counts``): a 64-bit
+    hash per string, sorted, tells the strings that occur once (nearly all)
+    from the few that may repeat; those are counted by Arrow. None when two
+    different strings share a hash (the caller counts with Arrow instead)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if arr.null_count:
+        arr = arr.drop_null()
+    n = len(arr)
+    buf, offsets = _arrow_spans(arr)
+    h1, h2 = _string_hashes(buf, offsets[:-1], np.diff(offsets))
+    s = _sorted(h1)
+    same = _WORK.take("mask", max(n - 1, 0), np.bool_)
+    np.equal(s[1:], s[:-1], out=same)
+    counts = np.ones(n, np.int64)
+    if not same.any():
+        return arr, pa.array(counts), (h1, h2)
+    shared = np.unique(s[1:][same])
+    rows = np.flatnonzero(np.isin(h1, shared))  # the strings that may repeat
+    if pc.count_distinct(arr.take(rows), mode="all").as_py() != shared.size:
+        return None  # a hash shared by different strings
+    _, first, repeats = np.unique(h1[rows], return_index=True, return_counts=True)
+    keep = np.ones(n, np.bool_)
+    keep[rows] = False
+    keep[rows[first]] = True
+    counts[rows[first]] = repeats
+    return arr.filter(keep), pa.array(counts[keep]), (h1[keep], h2[keep])
 
 
 def _arrow_texts(values: Any) -> list[str]:
@@ -505,12 +689,9 @@ def _arrow_texts(values: Any) -> list[str]:
         return [b.decode("utf-8", "replace") for b in raw]
 
 
-def _arrow_plain(
-    values: Any,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """``_plain_strings`` of an Arrow array of distinct strings, from its
-    buffers. None when a string holds a NUL (as ``_plain_strings``) or the bytes
-    are not valid UTF-8."""
+def _arrow_spans(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(UTF-8 bytes, offsets) of an Arrow string Array, read from its buffers:
+    string i is ``buf[offsets[i] : offsets[i + 1]]``."""
     import pyarrow as pa
 
     _, offsets_buf, data_buf = values.buffers()
@@ -519,10 +700,22 @@ def _arrow_plain(
     offsets = offsets.astype(np.intp)
     end = int(offsets[-1])
     buf = np.frombuffer(data_buf, np.uint8)[:end] if end else np.zeros(0, np.uint8)
+    return buf, offsets
+
+
+def _arrow_plain(
+    values: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``_plain_strings`` of an Arrow array of distinct strings, from its
+    buffers. None when a string holds a NUL (as ``_plain_strings``) or the bytes
+    are not valid UTF-8."""
+    import pyarrow as pa
+
+    buf, offsets = _arrow_spans(values)
     body = buf[offsets[0] :]
     if not body.all():  # a NUL
         return None
-    chars = np.frombuffer(body.tobytes().translate(_CHAR_FLAGS), np.uint8)
+    chars = _char_flags(body)
     starts, lengths = offsets[:-1], np.diff(offsets)
     flags = np.zeros(starts.size, np.uint8)
     full = lengths > 0
@@ -553,30 +746,54 @@ def _distinct(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = s.size
     if not n:
         return s, s, np.zeros(0, np.int64)
-    first = np.empty(n, dtype=bool)
+    first = _WORK.take("mask", n, np.bool_)
     first[0] = True
     np.not_equal(s[1:], s[:-1], out=first[1:])
     m = n // FREQ_RESOLUTION
-    if m == 0:  # a small batch: every value counts
+    k = int(np.count_nonzero(first))
+    if m == 0 or k <= n >> 6:  # a small batch, or few runs: count every run
         starts = np.flatnonzero(first)
         u = s[starts]
-        return u, u, np.diff(starts, append=n)
+        counts = np.diff(starts, append=n)
+        if m == 0:  # every value counts
+            return u, u, counts
+        heavy = counts > m
+        return u, u[heavy], counts[heavy]
     # A value occurs more than m times iff its run covers some s[i] and s[i + m]:
     # no count per distinct value is needed for the (many) rare ones.
-    heavy = s[m:][s[m:] == s[:-m]]
+    u = s[first]
+    same = _WORK.take("mask", n - m, np.bool_)
+    np.equal(s[m:], s[:-m], out=same)
+    heavy = s[m:][same]
     if heavy.size:
         keep = np.empty(heavy.size, dtype=bool)
         keep[0] = True
         np.not_equal(heavy[1:], heavy[:-1], out=keep[1:])
         heavy = heavy[keep]
     counts = np.searchsorted(s, heavy, "right") - np.searchsorted(s, heavy, "left")
-    return s[first], heavy, counts
+    return u, heavy, counts
 
 
-def _float_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Key]]:
-    """canonical() keys of non-NaN floats ``u``: whole numbers in int64 range as
-    int64, other finite numbers as themselves, the rest (inf, huge whole
-    numbers) as Python keys."""
+def _sorted(a: np.ndarray) -> np.ndarray:
+    """``np.sort(a)`` of a 1-d array, in the "sort" scratch buffer."""
+    s = _WORK.take("sort", a.size, a.dtype)
+    np.copyto(s, a)
+    s.sort()
+    return s
+
+
+def _float_keys(u: np.ndarray, whole: bool | None) -> tuple[np.ndarray, np.ndarray, list[Key]]:
+    """canonical() keys of distinct non-NaN floats ``u``: whole numbers in int64
+    range as int64, other finite numbers as themselves, the rest (inf, huge
+    whole numbers) as Python keys. ``whole``: True when every value of ``u`` is
+    known to be a finite whole number, False when every one is finite and not
+    whole, None when unknown (a mask per value then sorts them out)."""
+    if whole is False:
+        return u[:0].astype(np.int64), u, []
+    if whole and u.size and max(-u[0], u[-1]) < 2.0**63:  # sorted: the ends are the extremes
+        ints = _WORK.take("ints", u.size, np.int64)
+        np.copyto(ints, u, casting="unsafe")  # as astype(np.int64)
+        return ints, u[:0], []
     finite = np.isfinite(u)
     whole = finite & (u == np.floor(u))
     small = whole & (np.abs(u) < 2.0**63)
@@ -585,6 +802,18 @@ def _float_keys(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[Key]]:
     frac = finite & ~whole
     odd = [k for k in map(_float_key, u[~(small | frac)].tolist()) if k is not None]
     return u[small].astype(np.int64), u[frac], odd
+
+
+def _float_texts(x: np.ndarray) -> list[str]:
+    """``_text(_float_key(v))`` of each float of ``x`` (none NaN), in order:
+    repr() at C speed for the fractional ones, a call each for whole ones and inf."""
+    vals = x.tolist()
+    texts = list(map(repr, vals))
+    for i in np.flatnonzero(x == np.floor(x)).tolist():  # inf too
+        key = _float_key(vals[i])
+        if key is not None:  # always: no NaN here
+            texts[i] = _text(key)
+    return texts
 
 
 def _keyed(counts: Mapping[Any, int]) -> dict[Key, int]:
@@ -753,7 +982,7 @@ class ColumnProfile:
         self._count_strings(n, nulls)
         if nulls == n:
             return
-        values, counts = _arrow_counts(arr)
+        values, counts, hashes = _arrow_counts(arr)
         plain = _arrow_plain(values) if len(values) >= VECTOR_HLL_MIN and _vector_hll() else None
         if plain is None:
             by_key: dict[str, int] = {}
@@ -772,7 +1001,8 @@ class ColumnProfile:
             ]
 
         cnt = counts.to_numpy()
-        self._feed_plain(*plain, cnt, lambda idx: values.take(idx).to_pylist(), found)
+        texts = lambda idx: values.take(idx).to_pylist()  # noqa: E731
+        self._feed_plain(*plain, cnt, texts, found, hashes)
 
     def _count_strings(self, n: int, nulls: int) -> None:
         self.count += n
@@ -811,8 +1041,10 @@ class ColumnProfile:
         if a.dtype.kind == "f":
             self._numeric(np.require(a, np.float64).ravel(), 0, keys_from_floats=True)
         else:
-            s = np.sort(a.ravel())
-            self._sorted_numeric(s.astype(np.float64), s.size, 0, 0)
+            s = _sorted(a.ravel())
+            floats = _WORK.take("floats", s.size, np.float64)
+            np.copyto(floats, s, casting="unsafe")  # as astype(np.float64)
+            self._sorted_numeric(floats, s.size, 0, 0, integral=s.size)
             if s.size and int(s[-1]) >= _INT64:  # uint64 beyond int64: exact keys one by one
                 u, c = np.unique(s, return_counts=True)
                 keys = zip(u.tolist(), c.tolist(), strict=True)
@@ -827,21 +1059,32 @@ class ColumnProfile:
         # (min, max at its ends), the keys are its runs, and KLL takes a
         # sorted batch ~2.5x faster than a shuffled one (same error bounds:
         # KLL's guarantee holds for any order).
-        s = np.sort(arr)  # NaN sort last
-        nans = int(np.count_nonzero(np.isnan(s))) if s.size and np.isnan(s[-1]) else 0
+        s = _sorted(arr)  # NaN sort last (and searchsorted finds them there)
+        nans = s.size - int(np.searchsorted(s, np.nan)) if s.size and np.isnan(s[-1]) else 0
         valid = s[: s.size - nans]
-        self._sorted_numeric(valid, arr.size, nulls, nans - nulls)
+        integral, finite = self._sorted_numeric(valid, arr.size, nulls, nans - nulls)
         if keys_from_floats:
-            self._feed_float_keys(*_distinct(valid))
+            # Whether every distinct key is whole, or none is, follows from the counts.
+            whole = None if finite < valid.size or 0 < integral < finite else integral > 0
+            u, heavy, counts = _distinct(valid)
+            self._feed_float_keys(u, heavy, counts, whole)
 
-    def _sorted_numeric(self, valid: np.ndarray, n: int, nulls: int, nan: int) -> None:
+    def _sorted_numeric(
+        self, valid: np.ndarray, n: int, nulls: int, nan: int, integral: int | None = None
+    ) -> tuple[int, int]:
         """Counters, moments and KLL from the sorted non-NaN float64 values of a
-        batch of ``n`` values of which ``nulls`` are null and ``nan`` NaN."""
+        batch of ``n`` values of which ``nulls`` are null and ``nan`` NaN (and
+        ``integral`` whole, if known). Returns the whole and the finite counts."""
         lo = int(np.searchsorted(valid, -np.inf, "right")) if valid.size else 0
         hi = int(np.searchsorted(valid, np.inf, "left")) if valid.size else 0
         finite = valid[lo:hi]
         inf = valid.size - finite.size
-        integral = int(np.count_nonzero(finite == np.floor(finite)))
+        if integral is None:
+            floor = _WORK.take("tmp", finite.size, np.float64)
+            np.floor(finite, out=floor)
+            same = _WORK.take("mask", finite.size, np.bool_)
+            np.equal(finite, floor, out=same)
+            integral = int(np.count_nonzero(same))
         self.count += n
         self.nulls += nulls
         self.nan += nan
@@ -851,21 +1094,31 @@ class ColumnProfile:
         )
         if finite.size:
             self._moments(finite, lo=float(finite[0]), hi=float(finite[-1]))
+        return integral, finite.size
 
     def _moments(self, x: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
+        """Moments and KLL from float64 values ``x``; ``lo`` and ``hi`` given when
+        ``x`` is sorted (its ends)."""
         nb = x.size
         with np.errstate(all="ignore"):
             total = float(x.sum())  # may overflow to inf near 1e308: kept, not warned
             mean_b = total / nb  # what x.mean() computes
-            d = x - mean_b
+            d = _WORK.take("tmp", nb, np.float64)
+            np.subtract(x, mean_b, out=d)
             # Not np.dot: OpenBLAS would wake threads that spin on the other
             # core for a vector this size, for no gain.
             np.multiply(d, d, out=d)
             m2_b = float(d.sum())
         if lo is None or hi is None:
             lo, hi = float(x.min()), float(x.max())
+            self.kll.update(x)
+        else:
+            # KLL fills its level 0 from the top down: fed in descending order, it
+            # finds each full level already sorted (~20% faster for a batch with
+            # many distinct values than ascending, itself ~2.5x faster than shuffled).
+            np.copyto(d, x[::-1])
+            self.kll.update(d)
         self._combine(nb, mean_b, m2_b, total, lo, hi)
-        self.kll.update(x)
 
     def _combine(
         self, nb: int, mean_b: float, m2_b: float, sum_b: float, lo: float, hi: float
@@ -900,12 +1153,15 @@ class ColumnProfile:
             _drain(map(self.hll.update, u.tolist()))
         _drain(map(self.freq.update, map(str, heavy.tolist()), counts.tolist()))
 
-    def _feed_float_keys(self, u: np.ndarray, heavy: np.ndarray, counts: np.ndarray) -> None:
+    def _feed_float_keys(
+        self, u: np.ndarray, heavy: np.ndarray, counts: np.ndarray, whole: bool | None = None
+    ) -> None:
         """HLL from distinct non-NaN floats ``u``; frequent-items from the
-        ``heavy`` ones with their ``counts`` (see ``_distinct``)."""
+        ``heavy`` ones with their ``counts`` (see ``_distinct``; ``whole`` as
+        ``_float_keys`` takes it)."""
         # Keys as canonical() makes them, without a Python call per value:
         # int64 for whole numbers, the float itself otherwise.
-        ints, fracs, odd = _float_keys(u)
+        ints, fracs, odd = _float_keys(u, whole)
         if ints.size + fracs.size >= VECTOR_HLL_MIN and _vector_hll():
             reg = np.zeros(1 << HLL_LG_K, np.uint8)
             _hll_numbers(reg, ints, fracs)
@@ -914,11 +1170,7 @@ class ColumnProfile:
             _drain(map(self.hll.update, ints.tolist()))
             _drain(map(self.hll.update, fracs.tolist()))
         _drain(map(self.hll.update, odd))
-        freq = self.freq.update
-        for x, n in zip(heavy.tolist(), counts.tolist(), strict=True):
-            key = _float_key(x)
-            if key is not None:
-                freq(_text(key), n)
+        _drain(map(self.freq.update, _float_texts(heavy), counts.tolist()))
 
     def _feed_strings(self, counts: Mapping[str, int]) -> None:
         """HLL and frequent-items from a batch's counts of distinct strings."""
@@ -946,14 +1198,19 @@ class ColumnProfile:
         cnt: np.ndarray,
         take: Callable[[np.ndarray], list[str]],
         found: Callable[[list[str]], list[tuple[str, int]]],
+        hashes: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         """HLL and frequent-items from distinct strings held as UTF-8 bytes
         (``buf[starts[i] : starts[i] + lengths[i]]``, ``own`` as ``_plain_strings``
         makes it) with their counts ``cnt``. ``take(indices)`` gives those keys
-        as ``str``; ``found(names)`` gives (name, index) of the names among them."""
+        as ``str``; ``found(names)`` gives (name, index) of the names among them;
+        ``hashes``, their ``_string_hashes`` when already computed."""
         reg = np.zeros(1 << HLL_LG_K, np.uint8)
         fast = own & (lengths > 0)
-        _hll_strings(reg, buf, starts[fast], lengths[fast])
+        if hashes is None:
+            _hll_strings(reg, buf, starts[fast], lengths[fast])
+        else:
+            _hll_hashed(reg, hashes[0][fast], hashes[1][fast])
         self._hll_fold(reg)
         other = np.flatnonzero(~own)
         raw = take(other)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from capture.profile import (
     FORMAT,
+    HLL_LG_K,
     MAX_STRING,
     ColumnProfile,
     DatasetProfile,
@@ -240,6 +241,138 @@ def test_frequent_items_survive_high_cardinality_batches() -> None:
     assert key == "0.5"
     assert abs(est - hits) <= 100_000 * (1 / 4096 + 3.5 / 1024)
     assert col.distinct() == pytest.approx(95_000, rel=0.05)
+
+
+def _numeric_case(case: str, n: int) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    if case == "fractional":  # no whole number: keys skip the per-value masks
+        return rng.normal(size=n)
+    if case == "whole":  # every number whole and in int64 range: keys skip the masks too
+        return np.round(rng.normal(0, 1e4, size=n))
+    if case == "whole_beyond_int64":  # whole, but the ends need string keys
+        x = np.round(rng.normal(0, 1e4, size=n))
+        x[:3] = (2.0**63, -(2.0**63), 1e300)
+        return x
+    if case == "mixed":  # whole and not, inf, NaN, signed zeros, few distinct values
+        x = np.round(rng.normal(size=n), 1)
+        x[::97], x[::89], x[::83], x[::79] = np.inf, -np.inf, np.nan, -0.0
+        return x
+    if case == "ints_few":  # few runs: every run counted
+        x = rng.integers(0, 40, size=n) ** 2
+        # In the first third, 5 of a value are frequent enough for frequent-items
+        # (5 * 4096 > 20,000) and 4 of another are not: a bound checked both ways.
+        x[:9] = [-1] * 4 + [-2] * 5
+        return x
+    if case == "ints_many":  # many runs, and a heavy value among them
+        x = rng.integers(-(10**12), 10**12, size=n)
+        x[::10] = 42
+        return x
+    if case == "int32":
+        return rng.integers(-100, 100, size=n, dtype=np.int32)
+    return rng.integers(0, 2**64 - 1, size=n, dtype=np.uint64)  # "uint64": beyond int64
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "fractional",
+        "whole",
+        "whole_beyond_int64",
+        "mixed",
+        "ints_few",
+        "ints_many",
+        "int32",
+        "uint64",
+    ],
+)
+@pytest.mark.parametrize("n", [3000, 60_000])
+def test_numeric_arrays_profile_as_their_values_one_by_one(case: str, n: int) -> None:
+    """``update_numeric`` (sorted in reused buffers, keys split by the batch's
+    whole/fractional counts, heavy values found by runs) against the general
+    path, which classifies value by value: same counters and extremes, HLL
+    registers byte for byte, same frequent items."""
+    arr = _numeric_case(case, n)
+    fast, slow = ColumnProfile(), ColumnProfile()
+    for part in np.array_split(arr, 3):
+        fast.update_numeric(part)
+        slow._update_general(part.tolist())
+    assert (fast.count, fast.nulls, fast.nan, fast.inf, fast.types) == (
+        slow.count,
+        slow.nulls,
+        slow.nan,
+        slow.inf,
+        slow.types,
+    )
+    assert (fast.numeric_count, fast.min, fast.max) == (slow.numeric_count, slow.min, slow.max)
+    assert fast.mean == pytest.approx(slow.mean) and fast.std == pytest.approx(slow.std)
+    theirs = slow.hll.serialize_compact()
+    if len(theirs) == 40 + (1 << HLL_LG_K):  # HLL mode: the registers
+        assert fast.hll.serialize_compact()[40:] == theirs[40:]
+        assert fast.distinct() == pytest.approx(slow.distinct(), rel=0.02)  # HIP or not
+    else:  # a list or set of coupons, in arrival order: its estimate is exact
+        assert fast.distinct() == slow.distinct()
+    # Beyond ~750 distinct keys the frequent-items sketch purges, and what
+    # survives depends on the order of updates: compare the values it must keep.
+    items = slow.top(1000)
+    if np.unique(arr).size < 500:  # the sketch never purged: every count exact
+        assert fast.top(1000) == items
+    else:
+        heavy = [(k, c) for k, c in items if c > n / 200]
+        assert fast.top(len(heavy)) == heavy
+        assert heavy or case in ("fractional", "whole", "whole_beyond_int64", "uint64")
+
+
+def _without_kll(col: ColumnProfile) -> dict[str, Any]:
+    d = col.to_dict()
+    del d["kll"]  # KLL compacts at random
+    return d
+
+
+def test_numeric_batches_of_changing_size_and_type_reuse_scratch_safely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch profiles the same whatever the batches before it left in the
+    per-thread buffers, and batches too large to keep buffers for still work."""
+    from capture import profile as mod
+
+    cases = ("mixed", "ints_many", "fractional", "int32")
+    batches = [_numeric_case(c, n) for c in cases for n in (9000, 500)]
+    for keep in (mod.WORK_KEEP_BYTES, 1024):
+        monkeypatch.setattr(mod, "WORK_KEEP_BYTES", keep)
+        mod._WORK.raw.clear()
+        fresh = []
+        for b in batches:
+            mod._WORK.raw.clear()
+            col = ColumnProfile()
+            col.update_numeric(b)
+            fresh.append(_without_kll(col))
+        for b, want in zip(batches[::-1], fresh[::-1], strict=True):
+            ColumnProfile().update_numeric(b[::-1] * 3)  # other values in the buffers
+            col = ColumnProfile()
+            col.update_numeric(b)
+            assert _without_kll(col) == want
+        assert all(raw.size <= keep for raw in mod._WORK.raw.values())
+
+
+def test_threads_profiling_at_once_each_have_their_own_scratch() -> None:
+    """numpy releases the GIL while sorting: threads profiling at the same time
+    must not share buffers (their profiles equal those built one at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(8)
+    jobs = [[rng.normal(j, 1, size=100_000) for _ in range(4)] for j in range(4)]
+    jobs += [[rng.integers(0, 10**9 * (j + 1), size=100_000) for _ in range(4)] for j in range(4)]
+
+    def build(batches: list[np.ndarray]) -> dict[str, Any]:
+        col = ColumnProfile()
+        for b in batches:
+            col.update_numeric(b)
+        return _without_kll(col)
+
+    alone = [build(job) for job in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            assert list(pool.map(build, jobs)) == alone
 
 
 # -- merge ---------------------------------------------------------------
@@ -480,7 +613,7 @@ def test_a_number_and_its_text_share_a_key(x: int | float) -> None:
         assert key == canonical(int(x))
 
 
-@pytest.mark.parametrize("kind", ["ints", "floats", "strings"])
+@pytest.mark.parametrize("kind", ["ints", "floats", "strings", "strings_of_one_length"])
 def test_numpy_hll_path_sets_the_registers_one_call_per_key_would(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -496,9 +629,11 @@ def test_numpy_hll_path_sets_the_registers_one_call_per_key_would(
         values = rng.integers(-(10**12), 10**12, n).tolist()
     elif kind == "floats":  # whole numbers key as ints, others as floats
         values = [*rng.normal(size=n).tolist(), *map(float, range(2000)), float("inf")]
-    else:  # plain ASCII, accents (NFC), number spellings, long strings, empty
+    elif kind == "strings":  # plain ASCII, accents (NFC), number spellings, long strings, empty
         plain = [f"user-{i}" for i in rng.integers(0, 10**9, n)]
         values = [*plain, "café", "cafe\u0301", "1.0", "1e999", "x" * 400, ""]
+    else:  # evenly spaced in the joined buffer: hashed from a strided view
+        values = [f"k{i:020x}" for i in rng.integers(0, 2**62, n)]
     fast = ColumnProfile()
     fast.update(values)
     monkeypatch.setattr(mod, "VECTOR_HLL_MIN", 10**9)

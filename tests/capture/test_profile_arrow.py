@@ -106,6 +106,78 @@ def test_arrow_strings_profile_as_their_values(distinct: int, form: str) -> None
         assert col.hll.serialize_compact()[40:] == slow.hll.serialize_compact()[40:]
 
 
+def _ids(n: int, seed: int = 4) -> list[str | None]:
+    """Id-like strings (nearly all distinct, of a few lengths) with repeats, a
+    heavy value, nulls, empty strings and every ODD spelling."""
+    rng = np.random.default_rng(seed)
+    out: list[str | None] = [f"{i:016x}" for i in rng.integers(0, 2**62, n)]
+    for i in range(0, n, 7):
+        out[i] = f"u-{i % 500}"  # shorter, and repeated a few times
+    for i in range(3, n, 1000):
+        out[i] = "heavy"
+    for i in range(5, n, 997):
+        out[i] = None
+    out[1000 : 1000 + len(ODD)] = ODD
+    out[2100:2103] = ["", "", "1" * 16]  # empty ones, and an id that is a number
+    return out
+
+
+@pytest.mark.parametrize("form", ["string", "large_string", "sliced"])
+def test_id_like_arrow_strings_counted_by_hash_profile_as_their_values(
+    form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of nearly distinct strings is counted by hashing them
+    (``_arrow_counts_by_hash``): same values, counts and order of first
+    appearance as Arrow's ``value_counts``, same profile as the list."""
+    import pyarrow.compute as pc
+
+    values = _ids(20_000)
+    arrow = _forms(values)[form]
+    counted = mod._arrow_counts_by_hash(arrow)
+    assert counted is not None
+    ref = pc.value_counts(arrow).filter(pc.is_valid(pc.value_counts(arrow).field(0)))
+    assert counted[0].to_pylist() == ref.field(0).to_pylist()
+    assert counted[1].to_pylist() == ref.field(1).to_pylist()
+    calls: list[Any] = []
+    by_hash = mod._arrow_counts_by_hash
+    monkeypatch.setattr(mod, "_arrow_counts_by_hash", lambda a: calls.append(a) or by_hash(a))
+    assert _profile(arrow) == _profile(values)
+    assert calls  # the id-like test chose the hash path
+
+
+def test_strings_sharing_a_hash_are_counted_by_arrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = _ids(20_000, seed=5)
+    expect = _profile(values)
+    hashes = mod._string_hashes
+    monkeypatch.setattr(
+        mod, "_string_hashes", lambda *a: tuple(h % np.uint64(10_007) for h in hashes(*a))
+    )
+    assert mod._arrow_counts_by_hash(pa.array(values)) is None  # different strings, one hash
+    assert _profile(pa.array(values)) == expect
+
+
+def test_all_distinct_and_all_null_id_batches() -> None:
+    distinct = [f"id-{i:08d}" for i in range(5000)]
+    assert _profile(pa.array(distinct)) == _profile(distinct)
+    counted = mod._arrow_counts_by_hash(pa.array([None, *distinct, None]))
+    assert counted is not None and counted[0].to_pylist() == distinct
+    assert set(counted[1].to_pylist()) == {1}
+    empty = mod._arrow_counts_by_hash(pa.array([None] * 3, pa.string()))
+    assert empty is not None and len(empty[0]) == len(empty[1]) == 0
+
+
+def test_strings_of_one_length_unevenly_spaced_hash_as_their_bytes() -> None:
+    """Strings of length 4 at gaps of 4 and 6 bytes alternately (a string of 2
+    between every other pair) span as much as an even spacing of 5 would: they
+    must still be read one by one, not as a strided block."""
+    chars = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    values: list[str] = []
+    for i in range(1500):
+        values += [f"a{i:03x}", f"b{i:03x}", chars[i // 62] + chars[i % 62]]
+    values.append("zzzz")  # an odd number of 4-byte strings: span == 5 * (n - 1)
+    assert _profile(pa.array(values)) == _profile(values)
+
+
 def test_update_columns_with_arrow_strings_gives_the_same_bytes() -> None:
     rng = np.random.default_rng(8)
     batches = []
@@ -133,6 +205,15 @@ def test_keys_read_from_arrow_buffers_as_from_str(start: int) -> None:
     for buf, starts, lengths, _ in (from_str, from_arrow):
         got = [bytes(buf[a : a + n]).decode() for a, n in zip(starts, lengths, strict=True)]
         assert got == keys
+
+
+def test_char_flags_match_the_translation_table() -> None:
+    every_byte = np.arange(256, dtype=np.uint8)
+    assert mod._char_flags(every_byte).tobytes() == mod._CHAR_FLAGS
+    text = "1e5 -2.5 +x é\x00".encode()
+    assert mod._char_flags(np.frombuffer(text, np.uint8)).tobytes() == text.translate(
+        mod._CHAR_FLAGS
+    )
 
 
 def test_a_dictionary_repeating_a_value_counts_it_once() -> None:

@@ -241,12 +241,9 @@ def profile_object(
             except Fallback as exc:
                 reason = exc.reason
     with _collector_held():
-        data = _profile_object(ref, start, end, segments, csv_columns, kll_k, profiled_hours)
-    if reason is None:
-        return data
-    part = Partial.from_bytes(data)
-    part.fallbacks[reason] = 1
-    return part.to_bytes()
+        return _profile_object(
+            ref, start, end, segments, csv_columns, kll_k, profiled_hours, fallback=reason
+        )
 
 
 def arrow_enabled() -> bool:
@@ -273,8 +270,9 @@ def _profile_object(
     csv_columns: Sequence[str] | None,
     kll_k: int,
     profiled_hours: Sequence[int],
+    fallback: str | None = None,
 ) -> bytes:
-    part = Partial(objects=1)
+    part = Partial(objects=1, fallbacks={fallback: 1} if fallback else {})
     job = _ObjectProfile(part, segments, kll_k)
     hours = frozenset(profiled_hours)
     custom = len(job.segmenter.columns) > 1

@@ -115,6 +115,7 @@ def _gunzip(raw: bytes) -> bytes:
 _LF, _OPEN, _CLOSE = 10, ord("{"), ord("}")
 _ODD = ((b"NaN", 0), (b"Inf", 0), (b"captureData", 7))  # (word, its rarest byte)
 _NUMBER_GOES_ON = np.frombuffer(b".eE0123456789", np.uint8)
+_VALUE_STARTS = np.frombuffer(b":,[ \t\r\n", np.uint8)
 
 
 def _find_all(arr: np.ndarray, word: bytes, anchor: int) -> np.ndarray:
@@ -141,11 +142,16 @@ def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # takes "Inf" too. captureData: SageMaker lines (read_records converts them).
     if any(_find_all(arr, word, at).size for word, at in _ODD):
         raise Fallback("bytes")
-    # JSON's -0 is orjson's int 0 but Arrow's -0.0 (-0.0 is -0.0 to both).
+    # JSON's -0 is orjson's int 0 but Arrow's -0.0 (-0.0 is -0.0 to both): a
+    # "-0" where a value starts (after ":", ",", "[" or a space) and that the
+    # number does not go on from.
     minus = _find_all(arr, b"-0", 0)
     if minus.size:
+        before = arr[np.maximum(minus - 1, 0)]
         after = arr[np.minimum(minus + 2, arr.size - 1)]
-        if bool((~np.isin(after, _NUMBER_GOES_ON) | (minus + 2 >= arr.size)).any()):
+        starts = np.isin(before, _VALUE_STARTS) & (minus > 0)
+        ends = ~np.isin(after, _NUMBER_GOES_ON) | (minus + 2 >= arr.size)
+        if bool((starts & ends).any()):
             raise Fallback("bytes")
     # One object per line, no blank or whitespace lines: every line starts
     # with "{" and ends with "}". A JSON value cannot then span lines, so

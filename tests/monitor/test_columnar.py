@@ -512,3 +512,45 @@ def test_profile_window_counts_what_each_path_read(tmp_path: Path) -> None:
     assert (fast.arrow_objects, fast.fallbacks) == (2, {"parse": 1})
     assert (slow.arrow_objects, slow.fallbacks) == (0, {})
     assert digest(fast.to_bytes()) == digest(slow.to_bytes())
+
+
+def _run_outputs(caps: Path, baseline: Path, out: Path, flag: str) -> tuple[Any, bytes]:
+    from monitor_job.cli import main
+
+    os.environ[ARROW_ENV] = flag
+    try:
+        args = ["run", "--captures", str(caps), "--baseline", str(baseline), "--out", str(out)]
+        window = ["--start", "2026-11-20T10:00:00Z", "--end", "2026-11-20T13:00:00Z"]
+        main([*args, *window, "--segment", "f1", "--no-progress"])
+    finally:
+        del os.environ[ARROW_ENV]
+    stats = orjson.loads((out / "statistics.json").read_bytes())
+    stats["modeltap"]["summary"].pop("generated_at")
+    return stats, (out / "constraint_violations.json").read_bytes()
+
+
+def test_monitor_run_writes_the_same_files_either_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Captures written by the real Capturer, two model versions, drifted."""
+    import logging
+
+    from monitor_job.cli import main
+    from tests.monitor.scenario import normal_instances, training_csv, write_captures
+
+    t0 = datetime(2026, 11, 20, 10, 0, tzinfo=timezone.utc)
+    caps = tmp_path / "caps"
+    write_captures(caps, normal_instances(2500, seed=3), t0, 3600 * 1.5, version="1")
+    later = normal_instances(2500, seed=4, shift=0.6)
+    write_captures(caps, later, t0 + timedelta(hours=1.5), 3600 * 1.5, version="2")
+    baseline = tmp_path / "baseline"
+    data = str(training_csv(tmp_path / "t.csv"))
+    assert main(["baseline", "--data", data, "--out", str(baseline), "--label", "label"]) == 0
+    with caplog.at_level(logging.INFO, logger="monitor_job.execute"):
+        fast = _run_outputs(caps, baseline, tmp_path / "fast", "1")
+    read = [r.getMessage() for r in caplog.records if "Arrow path" in r.getMessage()]
+    assert read and read[0].endswith("read by the Arrow path; fallbacks: none")
+    slow = _run_outputs(caps, baseline, tmp_path / "slow", "0")
+    assert fast[0]["modeltap"]["summary"]["rows"] == 5000
+    assert fast[1] == slow[1]
+    assert fast[0] == slow[0]

@@ -61,13 +61,16 @@ from capture.rows import feature_column
 from monitor_job.locations import ObjectRef, open_location
 
 MAX_OBJECT_BYTES = 64 * 1024 * 1024  # decompressed; below read_records' MAX_LINE_BYTES
-BLOCK_BYTES = 1 << 20
+BLOCK_BYTES = 4 << 20  # Arrow's parse block: ~8% less CPU than its 1 MiB default here
 
 _TAIL = b',"context":'
 _ROW_KEYS = frozenset({"features", "prediction", "score", "rank", "position", "item_id"})
 _EXACT = 2.0**53  # float64 holds every integer below this
 _NAME = re.compile(r"[A-Za-z0-9_.:/@+\- ]*")
-_TIME = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-5][0-9]:[0-5][0-9]\.[0-9]{3}Z$"
+# The capture's time, "2026-11-02T10:00:00.000Z": fixed characters, and digits.
+_TIME_FIXED = [4, 7, 10, 13, 16, 19, 23]
+_TIME_CHARS = np.frombuffer(b"--T::.Z", np.uint8)
+_TIME_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22]
 
 
 class Fallback(Exception):
@@ -358,24 +361,37 @@ class Loaded:
 
     def epochs(self) -> np.ndarray:
         """Each record's time as ``record_time`` gives it (Fallback if a time is
-        not in the capture's own format or not a date)."""
+        not in the capture's own format, "2026-11-02T10:00:00.000Z", or not a
+        date). The times are read as one fixed-width block of bytes."""
         times = self.times
-        if not pc.all(pc.match_substring_regex(times, _TIME)).as_py():
+        n = len(times)
+        if not n:
+            return np.zeros(0)
+        if times.offset or not pa.types.is_string(times.type):
             raise Fallback("time")
-        hours = pc.utf8_slice_codeunits(times, 0, 13).dictionary_encode()
+        offsets = np.frombuffer(times.buffers()[1], np.int32)[: n + 1]
+        if offsets[0] != 0 or bool((np.diff(offsets) != 24).any()):
+            raise Fallback("time")
+        text = np.frombuffer(times.buffers()[2], np.uint8)[: 24 * n].reshape(n, 24)
+        if bool((text[:, _TIME_FIXED] != _TIME_CHARS).any()):
+            raise Fallback("time")
+        digits = text[:, _TIME_DIGITS].astype(np.int64) - 48
+        if bool(((digits < 0) | (digits > 9)).any()) or bool((digits[:, [10, 12]] > 5).any()):
+            raise Fallback("time")  # [0-9] each; minutes and seconds [0-5][0-9]
+        # The hour ("2026-11-02T10") through parse_time, once per distinct hour.
+        hour_key = digits[:, :10] @ (10 ** np.arange(9, -1, -1, dtype=np.int64))
+        _, first, index = np.unique(hour_key, return_index=True, return_inverse=True)
         starts = []
-        for hour in hours.dictionary.to_pylist():
-            start = parse_time(hour + ":00:00Z")
+        for i in first.tolist():
+            start = parse_time(bytes(text[i, :13]).decode() + ":00:00Z")
             if start is None:
                 raise Fallback("time")
             starts.append(int(start))
-        base = np.array(starts, np.int64)[hours.indices.to_numpy()]
-
-        def part(lo: int, hi: int) -> np.ndarray:
-            out: np.ndarray = pc.utf8_slice_codeunits(times, lo, hi).cast(pa.int64()).to_numpy()
-            return out
-
-        micros = (base + part(14, 16) * 60 + part(17, 19)) * 1_000_000 + part(20, 23) * 1000
+        base = np.array(starts, np.int64)[index]
+        minutes = digits[:, 10] * 10 + digits[:, 11]
+        seconds = digits[:, 12] * 10 + digits[:, 13]
+        millis = digits[:, 14] * 100 + digits[:, 15] * 10 + digits[:, 16]
+        micros = (base + minutes * 60 + seconds) * 1_000_000 + millis * 1000
         epochs: np.ndarray = micros / 1_000_000  # exact int64 -> float64, one rounding
         return epochs
 
@@ -388,9 +404,10 @@ class Loaded:
         row_keep = keep[self.parent]
         every = bool(row_keep.all())
         parent = self.parent if every else self.parent[row_keep]
+        one_each = every and parent.size == self.records  # one row per record, all kept
         columns: dict[str, Any] = {}
         for name, values in self.record_columns.items():
-            columns[name] = _values(values.take(pa.array(parent)))
+            columns[name] = _values(values if one_each else values.take(pa.array(parent)))
         for name, values in self.row_columns.items():
             columns[name] = _values(values if every else values.filter(pa.array(row_keep)))
         columns = dict(sorted(columns.items()))

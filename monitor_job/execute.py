@@ -16,6 +16,14 @@ cannot multiply memory. A segment that so far holds every row of the object
 (one model version, the usual case) is not profiled twice: it becomes a
 copy of the whole profile when its first other row arrives, or at the end.
 
+Reading: an object of the capture's own records is read by the Arrow path
+(``monitor_job.columnar``: C++ JSON parsing, rows as columns) when it can
+vouch for giving the row path's exact rows, and by the row path
+(``read_records`` + ``FlatColumns``) otherwise; ``Partial`` counts the
+objects each way and the fallbacks by reason (logged at INFO, not part of
+the results). In-process, the next object is read on a second thread while
+the current one is profiled. ``MODELTAP_MONITOR_ARROW=0`` turns it off.
+
 Speed: rows are profiled in batches of ``BATCH_ROWS`` (large enough for the
 frequent-items pre-filter to drop one-off values; see
 ``capture.profile.FREQ_RESOLUTION``), and the cyclic garbage collector runs
@@ -240,6 +248,9 @@ def profile_object(
                     return _profile_loaded(loaded, start, end, segments, kll_k, profiled_hours)
             except Fallback as exc:
                 reason = exc.reason
+            except Exception:  # a failure of this path: the row path still reads the object
+                log.warning("%s: Arrow path failed, read as rows", ref.name, exc_info=True)
+                reason = "error"
     with _collector_held():
         return _profile_object(
             ref, start, end, segments, csv_columns, kll_k, profiled_hours, fallback=reason
@@ -260,6 +271,9 @@ def arrow_load(ref: ObjectRef) -> Loaded | str:
         return load(ref)
     except Fallback as exc:
         return exc.reason
+    except Exception:  # a failure of this path: the row path still reads the object
+        log.warning("%s: Arrow path failed, read as rows", ref.name, exc_info=True)
+        return "error"
 
 
 def _profile_object(

@@ -557,3 +557,39 @@ def test_monitor_run_writes_the_same_files_either_way(
     assert fast[0]["modeltap"]["summary"]["rows"] == 190
     assert fast[1] == slow[1]
     assert fast[0] == slow[0]
+
+
+def test_record_times_are_read_as_record_time_reads_them() -> None:
+    import numpy as np
+    import pyarrow as pa
+
+    from monitor_job.columnar import Fallback, Loaded
+    from monitor_job.readers import record_time
+
+    def loaded(times: list[str]) -> Loaded:
+        n = len(times)
+        empty = np.zeros(n, dtype=np.int64)
+        return Loaded(n, pa.array(times, pa.string()), empty.astype(bool), empty, empty, {}, {})
+
+    rng = random.Random(5)
+
+    def some_time(valid: bool) -> str:
+        if valid:
+            t = datetime(2020, 1, 1, tzinfo=timezone.utc) + timedelta(
+                milliseconds=rng.randint(0, 10 * 365 * 86400 * 1000)
+            )
+            return stamp(t)
+        digits = [str(rng.randint(0, 9)) for _ in range(17)]
+        text = "{}{}{}{}-{}{}-{}{}T{}{}:{}{}:{}{}.{}{}{}Z".format(*digits)
+        return rng.choice([text, text[:-1] + "+", " " + text[1:], text.replace("T", "t")])
+
+    good = [some_time(True) for _ in range(3000)]
+    got = loaded(good).epochs()
+    assert got.tolist() == [record_time(t) for t in good]
+    for _ in range(300):
+        odd = some_time(False)
+        if record_time(odd) is None:
+            with pytest.raises(Fallback):
+                loaded([*good[:5], odd]).epochs()
+        else:
+            assert loaded([odd]).epochs().tolist() == [record_time(odd)]

@@ -131,6 +131,22 @@ def _find_all(arr: np.ndarray, word: bytes, anchor: int) -> np.ndarray:
     return at
 
 
+def _int_minus_zero(data: bytes) -> bool:
+    """Whether ``data`` may spell an int -0: orjson's int 0 but Arrow's -0.0
+    (-0.0 is -0.0 to both). A "-0" where a value starts (after ":", ",", "["
+    or a space) and that the number does not go on from; looked for only
+    when a column holds a -0.0."""
+    arr = np.frombuffer(data, np.uint8)
+    minus = _find_all(arr, b"-0", 0)
+    if not minus.size:
+        return False
+    before = arr[np.maximum(minus - 1, 0)]
+    after = arr[np.minimum(minus + 2, arr.size - 1)]
+    starts = np.isin(before, _VALUE_STARTS) & (minus > 0)
+    ends = ~np.isin(after, _NUMBER_GOES_ON) | (minus + 2 >= arr.size)
+    return bool((starts & ends).any())
+
+
 def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(start, end, tail) per line: the line is ``data[start:end]``, its tail
     starts at ``tail`` (the comma before its first ``"context":``). Fallback
@@ -145,17 +161,6 @@ def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # takes "Inf" too. captureData: SageMaker lines (read_records converts them).
     if any(_find_all(arr, word, at).size for word, at in _ODD):
         raise Fallback("bytes")
-    # JSON's -0 is orjson's int 0 but Arrow's -0.0 (-0.0 is -0.0 to both): a
-    # "-0" where a value starts (after ":", ",", "[" or a space) and that the
-    # number does not go on from.
-    minus = _find_all(arr, b"-0", 0)
-    if minus.size:
-        before = arr[np.maximum(minus - 1, 0)]
-        after = arr[np.minimum(minus + 2, arr.size - 1)]
-        starts = np.isin(before, _VALUE_STARTS) & (minus > 0)
-        ends = ~np.isin(after, _NUMBER_GOES_ON) | (minus + 2 >= arr.size)
-        if bool((starts & ends).any()):
-            raise Fallback("bytes")
     # One object per line, no blank or whitespace lines: every line starts
     # with "{" and ends with "}". A JSON value cannot then span lines, so
     # Arrow's row count equals the line count exactly when each line is one
@@ -450,7 +455,11 @@ class ArrowBatch:
             return None
         out = self._lists.get(name)
         if out is None:
-            out = self._lists[name] = values if isinstance(values, list) else values.tolist()
+            if isinstance(values, pa.Array) and self.rows and _single(values):
+                out = [values[0].as_py()] * self.rows  # the usual model.version
+            else:
+                out = values if isinstance(values, list) else values.tolist()
+            self._lists[name] = out
         return out
 
     def profile(self, prof: DatasetProfile, rows: Sequence[int] | None = None) -> None:
@@ -464,6 +473,11 @@ class ArrowBatch:
         prof.update_columns({k: _take(v, idx) for k, v in self._columns.items()}, n)
 
 
+def _single(values: Any) -> bool:
+    """Whether an Arrow string column holds one value throughout."""
+    return bool(pc.count_distinct(values, mode="all").as_py() == 1) and not values.null_count
+
+
 def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
     """One object's records as columns (see the module docstring); ``Fallback``
     when the row path must read it."""
@@ -474,11 +488,12 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
     # Each line is split at its tail: the head (closed with "}") and the tail
     # (opened with "{") are each one JSON object exactly when the line is one
     # object whose members after the cut are the tail's (see the docstring).
-    mv = memoryview(data)
-    bounds = list(zip(start.tolist(), cut.tolist(), end.tolist(), strict=True))
-    heads = b"}\n".join([mv[a:c] for a, c, _ in bounds]) + b"}\n"
-    tails = b"{" + b"\n{".join([mv[c + 1 : e] for _, c, e in bounds]) + b"\n"
-    del mv, data, bounds
+    # (The tails' text opens with a blank line, which Arrow skips: no copy to
+    # put a "{" first.)
+    piece = memoryview(data).__getitem__
+    heads = b"}\n".join([*map(piece, map(slice, start.tolist(), cut.tolist())), b""])
+    tails = b"\n{".join([b"", *map(piece, map(slice, (cut + 1).tolist(), end.tolist()))])
+    del piece
     head = _parse(heads, _HEAD, "ignore", threads)
     del heads
     tail = _parse(tails, shape.tail, "error", threads)
@@ -517,6 +532,12 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
         for key in path:
             arr = _child(arr, key)
         row_columns[name] = arr
+    for values in (*record_columns.values(), *row_columns.values()):
+        if pa.types.is_floating(values.type) and _has_minus_zero(values):
+            if _int_minus_zero(data):
+                raise Fallback("bytes")
+            break
+    del data
     parent = pc.list_parent_indices(rows).to_numpy(zero_copy_only=False).astype(np.int64)
     return Loaded(
         records=lines,
@@ -527,6 +548,11 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
         record_columns=record_columns,
         row_columns=row_columns,
     )
+
+
+def _has_minus_zero(values: Any) -> bool:
+    x = values.to_numpy(zero_copy_only=False)
+    return bool((np.signbit(x) & (x == 0)).any())
 
 
 def _truthy(parse: Any) -> np.ndarray:

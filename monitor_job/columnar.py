@@ -14,19 +14,23 @@ guesses.
 
 How an object is read: whole (gzip by its magic bytes, as ``read_records``),
 at most ``MAX_OBJECT_BYTES``. Its bytes are checked for what ``orjson`` and
-Arrow's JSON parser read differently (see ``_lines``) and for one
-``{...}`` per line. Then ``pyarrow.json`` parses it twice:
+Arrow's JSON parser read differently (invalid UTF-8, ``NaN``/``Inf``
+spellings, an int ``-0``; see ``_lines``) and for one ``{...}`` per line.
+Each line is cut at its first ``,"context":`` (the capture writes
+``context``, ``lookups``, ``rows``, ``parse`` and ``sampling`` last), and
+``pyarrow.json`` parses both parts:
 
-- every line whole, keeping ``schema``, ``time``, ``model.version`` and
-  ``parse.error`` (other fields skipped, but parsed, so a line that is not
-  valid JSON anywhere fails the object);
-- every line's tail, from its first ``,"context":`` on (the capture writes
-  ``context``, ``lookups``, ``rows``, ``parse`` and ``sampling`` last), with a
-  schema taken from the object's first record and no other field allowed: a
-  record with a key the first lacks, at any depth, fails the parse instead of
-  being dropped, and one lacking a key shows a null, which falls back too.
-  A tail that does not start at the record's own ``context`` is not one JSON
-  object (it closes early), so it fails as well.
+- the heads (up to the cut, closed with ``}``), keeping ``schema``,
+  ``time``, ``model.version`` and ``parse.error``: other fields are skipped
+  but parsed, so invalid JSON anywhere in them fails the object;
+- the tails (from the cut, opened with ``{``), with a schema taken from the
+  object's first record and no other field allowed: a record with a key the
+  first lacks, at any depth, fails the parse instead of being dropped, and
+  one lacking a key shows a null, which falls back too.
+
+Head and tail are each one JSON object exactly when the line is one object
+and the tail holds its members from ``context`` on: a cut inside a nested
+value leaves one part unbalanced, which fails the parse.
 
 Arrow is strict about types (a number where the first record had a string
 fails), so every column holds one JSON type. Numbers are read as float64:

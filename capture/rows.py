@@ -35,6 +35,14 @@ _RESERVED_PREFIXES = ("prediction.", "context.", "lookups.", "model.", "features
 _ROW_FIELDS = ("score", "rank", "position", "item_id")
 
 
+def feature_column(name: str) -> str:
+    """The column of feature ``name``: itself, or ``features.<name>`` when it
+    would collide with a row's own columns."""
+    if name in _RESERVED or ("." in name and name.startswith(_RESERVED_PREFIXES)):
+        return f"features.{name}"
+    return name
+
+
 def _prediction(out: dict[str, Any], value: Any) -> None:
     if isinstance(value, dict) and value:
         spread(out, "prediction", value, 0)
@@ -204,9 +212,7 @@ class FlatColumns:
             self._at(name, start).extend([value] * n)
 
     def _feature_name(self, key: Any) -> str:
-        name = key if type(key) is str else str(key)
-        if name in _RESERVED or ("." in name and name.startswith(_RESERVED_PREFIXES)):
-            name = f"features.{name}"
+        name = feature_column(key if type(key) is str else str(key))
         if type(key) is str:  # True == 1: only str keys are remembered
             if len(self._names) >= _NAMES_MAX:
                 self._names.clear()

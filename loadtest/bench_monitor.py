@@ -337,8 +337,10 @@ def training(model: str, rows: int) -> Path:
 # wait4/RUSAGE_CHILDREN would include this process's RSS, which Linux carries
 # into a child's high-water mark across fork and exec.
 _CHILD = """
-import sys
+import logging, sys
 from monitor_job.cli import main
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+logging.getLogger("monitor_job.execute").setLevel(logging.INFO)  # how objects were read
 try:
     code = main({argv!r})
 finally:
@@ -406,7 +408,9 @@ def monitor_run(model: str, captures_root: Path, base: Path, work: Path) -> dict
         raise RuntimeError(f"monitor run failed ({rc}):\n{log.read_text()[-3000:]}")
     stats = orjson.loads((out / "statistics.json").read_bytes())
     summary = stats["modeltap"]["summary"]
+    read = [line for line in log.read_text().splitlines() if "read by the Arrow path" in line]
     return {
+        "read": read[0].split(": ", 2)[-1] if read else "row path only",
         "rc": rc,
         "wall": wall,
         "cpu": cpu,
@@ -462,6 +466,8 @@ def main(flags: list[str]) -> None:
             f"{res['wall']:.1f} s | {res['cpu']:.1f} s | {res['rows'] / res['wall']:,.0f} | "
             f"{res['rss']:.0f} MB | {fixed_cell} | {net} |"
         )
+    for model, _, res in results:
+        print(f"{model}: {res['read']}")
     worst = min(r["rows"] / r["wall"] for _, _, r in results)
     peak = max(r["rss"] for _, _, r in results)
     print(

@@ -16,6 +16,14 @@ cannot multiply memory. A segment that so far holds every row of the object
 (one model version, the usual case) is not profiled twice: it becomes a
 copy of the whole profile when its first other row arrives, or at the end.
 
+Reading: an object of the capture's own records is read by the Arrow path
+(``monitor_job.columnar``: C++ JSON parsing, rows as columns) when it can
+vouch for giving the row path's exact rows, and by the row path
+(``read_records`` + ``FlatColumns``) otherwise; ``Partial`` counts the
+objects each way and the fallbacks by reason (logged at INFO, not part of
+the results). In-process, the next object is read on a second thread while
+the current one is profiled. ``MODELTAP_MONITOR_ARROW=0`` turns it off.
+
 Speed: rows are profiled in batches of ``BATCH_ROWS`` (large enough for the
 frequent-items pre-filter to drop one-off values; see
 ``capture.profile.FREQ_RESOLUTION``), and the cyclic garbage collector runs
@@ -26,28 +34,49 @@ collection passes over a batch of live rows cost more than parsing them.
 from __future__ import annotations
 
 import gc
+import logging
 import math
+import os
 import re
 import sys
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import numpy as np
 import orjson
 
 from capture.profile import KLL_K, DatasetProfile, canonical
 from capture.record import parse_time
 from capture.rows import FlatColumns
 from monitor_job.locations import open_location
-from monitor_job.readers import InputError, ObjectRef, flatten, read_records
+from monitor_job.readers import InputError, ObjectRef, _epoch, flatten, read_records
+
+if TYPE_CHECKING:
+    from monitor_job.columnar import Loaded
+
+log = logging.getLogger(__name__)
 
 BATCH_ROWS = 16384
 GC_THRESHOLD = 100_000  # gen-0 allocations between collections while reading
 MAX_SEGMENT_VALUES = 20
 MAX_PROBLEMS = 20
 VERSION_COLUMN = "model.version"
+#: "0" turns the Arrow read path off (every object goes the row path).
+ARROW_ENV = "MODELTAP_MONITOR_ARROW"
+
+
+class Batch(Protocol):
+    """What profiling uses of a batch of rows (``FlatColumns``, ``ArrowBatch``)."""
+
+    def __len__(self) -> int: ...
+
+    def column(self, name: str) -> list[Any] | None: ...
+
+    def profile(self, prof: DatasetProfile, rows: Sequence[int] | None = None) -> None: ...
 
 
 @dataclass
@@ -63,6 +92,9 @@ class Partial:
     traffic_profiles: int = 0  # full-traffic profile objects used
     profiled_hours: int = 0  # hours whose distributions come from them
     problems: list[str] = field(default_factory=list)
+    # How objects were read (not in counts(): the results do not depend on it).
+    arrow_objects: int = 0
+    fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> objects
 
     @property
     def whole(self) -> DatasetProfile:
@@ -83,6 +115,9 @@ class Partial:
         self.traffic_profiles += other.traffic_profiles
         self.profiled_hours += other.profiled_hours
         self.problems.extend(other.problems[: max(0, MAX_PROBLEMS - len(self.problems))])
+        self.arrow_objects += other.arrow_objects
+        for reason, n in other.fallbacks.items():
+            self.fallbacks[reason] = self.fallbacks.get(reason, 0) + n
 
     def counts(self) -> dict[str, Any]:
         return {
@@ -101,7 +136,8 @@ class Partial:
         counts = self.counts()
         counts.pop("rows")
         profiles = {k: p.to_bytes().decode() for k, p in self.profiles.items()}
-        return orjson.dumps({"counts": counts, "profiles": profiles})
+        read = {"arrow_objects": self.arrow_objects, "fallbacks": self.fallbacks}
+        return orjson.dumps({"counts": counts, "read": read, "profiles": profiles})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Partial:
@@ -109,6 +145,7 @@ class Partial:
         part = cls(
             profiles={k: DatasetProfile.from_bytes(v.encode()) for k, v in doc["profiles"].items()},
             **doc["counts"],
+            **doc.get("read", {}),
         )
         return part
 
@@ -135,7 +172,7 @@ class _Segmenter:
             cache[value] = key
         return key
 
-    def groups(self, batch: FlatColumns, *, custom_only: bool = False) -> dict[str, list[int]]:
+    def groups(self, batch: Batch, *, custom_only: bool = False) -> dict[str, list[int]]:
         """The row indices of each segment key (a row is in one segment per column)."""
         out: dict[str, list[int]] = {}
         n = len(batch)
@@ -180,15 +217,63 @@ def profile_object(
     csv_columns: Sequence[str] | None = None,
     kll_k: int = KLL_K,
     profiled_hours: Sequence[int] = (),
+    arrow: bool | None = None,
+    loaded: Loaded | str | None = None,
 ) -> bytes:
     """One object's ``Partial`` as bytes (the unit of work of a Dask task).
 
     Records of ``profiled_hours`` (epoch // 3600) are counted and feed the
     configured segments only: full-traffic profiles give those hours' whole
     and per-version profiles.
+
+    The object is read by the Arrow path (``monitor_job.columnar``) when
+    ``arrow`` (default: unless ``MODELTAP_MONITOR_ARROW=0``) and the object
+    allows it, else by the row path; the profiles are the same either way.
+    ``loaded`` is the object already read by ``arrow_load`` (or the reason
+    it could not be).
     """
+    if arrow is None:
+        arrow = arrow_enabled()
+    reason = None
+    if arrow and ref.kind == "records":
+        if loaded is None:
+            loaded = arrow_load(ref)
+        if isinstance(loaded, str):
+            reason = loaded
+        else:
+            from monitor_job.columnar import Fallback
+
+            try:
+                with _collector_held():
+                    return _profile_loaded(loaded, start, end, segments, kll_k, profiled_hours)
+            except Fallback as exc:
+                reason = exc.reason
+            except Exception:  # a failure of this path: the row path still reads the object
+                log.warning("%s: Arrow path failed, read as rows", ref.name, exc_info=True)
+                reason = "error"
     with _collector_held():
-        return _profile_object(ref, start, end, segments, csv_columns, kll_k, profiled_hours)
+        return _profile_object(
+            ref, start, end, segments, csv_columns, kll_k, profiled_hours, fallback=reason
+        )
+
+
+def arrow_enabled() -> bool:
+    return os.environ.get(ARROW_ENV, "1") != "0"
+
+
+def arrow_load(ref: ObjectRef) -> Loaded | str:
+    """The object read by the Arrow path, or why it cannot be (a fallback reason)."""
+    try:
+        from monitor_job.columnar import Fallback, load
+    except ImportError:  # pyarrow missing: the row path reads everything
+        return "no-pyarrow"
+    try:
+        return load(ref)
+    except Fallback as exc:
+        return exc.reason
+    except Exception:  # a failure of this path: the row path still reads the object
+        log.warning("%s: Arrow path failed, read as rows", ref.name, exc_info=True)
+        return "error"
 
 
 def _profile_object(
@@ -199,53 +284,13 @@ def _profile_object(
     csv_columns: Sequence[str] | None,
     kll_k: int,
     profiled_hours: Sequence[int],
+    fallback: str | None = None,
 ) -> bytes:
-    part = Partial(objects=1)
-    whole = part.profiles[""] = DatasetProfile(kll_k=kll_k)
-    segmenter = _Segmenter(segments)
+    part = Partial(objects=1, fallbacks={fallback: 1} if fallback else {})
+    job = _ObjectProfile(part, segments, kll_k)
     hours = frozenset(profiled_hours)
-    custom = len(segmenter.columns) > 1
+    custom = len(job.segmenter.columns) > 1
     held = FlatColumns()  # rows of profiled hours, for the custom segments
-    # Segment keys whose profile is, so far, the whole profile (every row
-    # profiled had that key); None before the first batch.
-    mirrors: set[str] | None = None
-
-    def profile_of(key: str) -> DatasetProfile:
-        prof = part.profiles.get(key)
-        if prof is None:
-            prof = part.profiles[key] = DatasetProfile(kll_k=kll_k)
-        return prof
-
-    def materialise(key: str) -> None:
-        """A mirrored segment gets its own profile: the whole's so far (plus,
-        for a custom segment, what rows of profiled hours already gave it)."""
-        prof = part.profiles.get(key)
-        if prof is None:
-            part.profiles[key] = _copy(whole)
-        else:
-            prof.merge(whole)
-
-    def segment_only(rows: FlatColumns) -> None:
-        if rows:
-            for key, group in segmenter.groups(rows, custom_only=True).items():
-                rows.profile(profile_of(key), group)
-        rows.clear()
-
-    def profile(batch: FlatColumns) -> None:
-        nonlocal mirrors
-        groups = segmenter.groups(batch)
-        full = {key for key, group in groups.items() if len(group) == len(batch)}
-        if mirrors is None:
-            mirrors = full
-        else:
-            for key in mirrors - full:  # before the whole takes this batch
-                materialise(key)
-            mirrors &= full
-        batch.profile(whole)
-        for key, group in groups.items():
-            if key not in mirrors:
-                batch.profile(profile_of(key), group)
-
     batch = FlatColumns()
     for record in read_records(ref, start, end, csv_columns=csv_columns, stats=part):
         part.records += 1
@@ -256,19 +301,103 @@ def _profile_object(
             if not (held.add(record) if custom else flatten(record)):
                 part.records_without_rows += 1
             elif len(held) >= BATCH_ROWS:
-                segment_only(held)
+                job.segment_only(held)
+                held.clear()
             continue
         if not batch.add(record):
             part.records_without_rows += 1
         elif len(batch) >= BATCH_ROWS:
-            profile(batch)
+            job.profile(batch)
             batch.clear()
     if batch:
-        profile(batch)
-    for key in mirrors or ():
-        materialise(key)
-    segment_only(held)
+        job.profile(batch)
+    job.finish()
+    job.segment_only(held)
     return part.to_bytes()
+
+
+def _profile_loaded(
+    loaded: Loaded,
+    start: datetime | None,
+    end: datetime | None,
+    segments: Sequence[str],
+    kll_k: int,
+    profiled_hours: Sequence[int],
+) -> bytes:
+    """``_profile_object`` of an object read by the Arrow path (``Fallback``
+    if it holds records of ``profiled_hours``)."""
+    from monitor_job.columnar import Fallback, window_mask
+
+    part = Partial(objects=1, arrow_objects=1)
+    job = _ObjectProfile(part, segments, kll_k)
+    if start is not None or end is not None or profiled_hours:
+        epochs = loaded.epochs()
+        keep = window_mask(epochs, _epoch(start, -math.inf), _epoch(end, math.inf))
+        if profiled_hours:
+            kept = {int(t // 3600) for t in epochs[keep].tolist()}
+            if not kept.isdisjoint(profiled_hours):
+                raise Fallback("hours")
+    else:
+        keep = np.ones(loaded.records, dtype=bool)
+    part.records = int(keep.sum())
+    part.parse_errors = int((loaded.parse_error & keep).sum())
+    for batch in loaded.batches(keep, BATCH_ROWS):
+        job.profile(batch)
+    job.finish()
+    return part.to_bytes()
+
+
+class _ObjectProfile:
+    """The profiles of one object's rows: whole, per segment, mirrors.
+
+    Segment keys whose profile is, so far, the whole profile (every row
+    profiled had that key) are not profiled twice; see the module docstring.
+    """
+
+    def __init__(self, part: Partial, segments: Sequence[str], kll_k: int) -> None:
+        self.part = part
+        self.kll_k = kll_k
+        self.whole = part.profiles[""] = DatasetProfile(kll_k=kll_k)
+        self.segmenter = _Segmenter(segments)
+        self.mirrors: set[str] | None = None  # None before the first batch
+
+    def _of(self, key: str) -> DatasetProfile:
+        prof = self.part.profiles.get(key)
+        if prof is None:
+            prof = self.part.profiles[key] = DatasetProfile(kll_k=self.kll_k)
+        return prof
+
+    def _materialise(self, key: str) -> None:
+        """A mirrored segment gets its own profile: the whole's so far (plus,
+        for a custom segment, what rows of profiled hours already gave it)."""
+        prof = self.part.profiles.get(key)
+        if prof is None:
+            self.part.profiles[key] = _copy(self.whole)
+        else:
+            prof.merge(self.whole)
+
+    def segment_only(self, rows: Batch) -> None:
+        if rows:
+            for key, group in self.segmenter.groups(rows, custom_only=True).items():
+                rows.profile(self._of(key), group)
+
+    def profile(self, batch: Batch) -> None:
+        groups = self.segmenter.groups(batch)
+        full = {key for key, group in groups.items() if len(group) == len(batch)}
+        if self.mirrors is None:
+            self.mirrors = full
+        else:
+            for key in self.mirrors - full:  # before the whole takes this batch
+                self._materialise(key)
+            self.mirrors &= full
+        batch.profile(self.whole)
+        for key, group in groups.items():
+            if key not in self.mirrors:
+                batch.profile(self._of(key), group)
+
+    def finish(self) -> None:
+        for key in self.mirrors or ():
+            self._materialise(key)
 
 
 def _hour_of(record: dict[str, Any]) -> int | None:
@@ -308,14 +437,46 @@ def profile_window(
     if dask:
         results: Iterable[bytes] = _on_dask(dask, records, start, end, kwargs)
     else:
-        results = (profile_object(r, start, end, **kwargs) for r in records)
+        results = _in_process(records, start, end, kwargs)
     if progress and records:
         from tqdm import tqdm
 
         results = tqdm(results, total=len(records), desc=label, unit="obj", file=sys.stderr)
     for data in results:
         total.merge(Partial.from_bytes(data))
+    if records:
+        log.info(
+            "%s: %d of %d capture objects read by the Arrow path; fallbacks: %s",
+            label,
+            total.arrow_objects,
+            len(records),
+            dict(sorted(total.fallbacks.items())) or "none",
+        )
     return total
+
+
+def _in_process(
+    refs: Sequence[ObjectRef],
+    start: datetime | None,
+    end: datetime | None,
+    kwargs: dict[str, Any],
+) -> Iterator[bytes]:
+    """``profile_object`` of each ref in order; with the Arrow path on, the
+    next object is read (bytes, gunzip, Arrow's parse: mostly outside the GIL)
+    on a second thread while this one profiles the current one. At most two
+    objects are held at once."""
+    if not arrow_enabled() or not refs:
+        for ref in refs:
+            yield profile_object(ref, start, end, arrow=False, **kwargs)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arrow-read") as pool:
+        ahead: Future[Loaded | str] = pool.submit(arrow_load, refs[0])
+        for i, ref in enumerate(refs):
+            loaded = ahead.result()
+            if i + 1 < len(refs):
+                ahead = pool.submit(arrow_load, refs[i + 1])
+            yield profile_object(ref, start, end, arrow=True, loaded=loaded, **kwargs)
+            del loaded
 
 
 _PARTITION_HOUR = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")

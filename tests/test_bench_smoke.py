@@ -54,6 +54,8 @@ def test_monitor_suite_prints_its_table(
         assert re.fullmatch(f"{NUMBER} s", cells[3]) and re.fullmatch(f"{NUMBER} s", cells[4])
         assert re.fullmatch(NUMBER, cells[5])  # rows/s
         assert re.fullmatch(f"{NUMBER} MB", cells[6])
+        read = rf"^{model}: (\d+) of \1 capture objects read by the Arrow path; fallbacks: none$"
+        assert re.search(read, out, re.M), out
     assert "target peak RSS" in out
 
 

@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, Protocol
@@ -240,8 +241,9 @@ class EncoderProcess:
                 return None
             try:
                 conn = self._ensure()
-                conn.send_bytes(payload)
-                if not conn.poll(self.timeout_s):
+                deadline = time.monotonic() + self.timeout_s
+                _send_within(conn, payload, self.timeout_s)
+                if not conn.poll(max(0.0, deadline - time.monotonic())):
                     raise TimeoutError(f"no answer in {self.timeout_s:g} s")
                 answer = conn.recv_bytes()
             except (OSError, EOFError, TimeoutError) as exc:
@@ -274,15 +276,41 @@ class EncoderProcess:
             self._stop_locked()
 
     def _stop_locked(self) -> None:
-        """Close the pipes and kill the helper if it still runs."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        """Kill the helper if it still runs, then close the pipes (in that
+        order: a write still blocked on the pipe, ``_send_within``, ends with
+        EPIPE before its descriptor is closed and could be reused)."""
         if self._proc is not None:
             if self._proc.poll() is None:
                 self._proc.kill()
             self._proc.wait(5.0)
             self._proc = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _send_within(conn: _Duplex, payload: bytes, timeout: float) -> None:
+    """``conn.send_bytes(payload)``, but a helper that stops reading (hung,
+    stopped) raises ``TimeoutError`` after ``timeout`` instead of blocking the
+    caller, and with it the encoder's lock and the capture's shutdown,
+    forever. A batch is far larger than a pipe's buffer, so the write does
+    block until the helper reads. The write runs on a short-lived thread;
+    on a timeout the caller kills the helper, which ends the write (EPIPE)."""
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            conn.send_bytes(payload)
+        except BaseException as exc:  # handed to the caller
+            failed.append(exc)
+
+    writer = threading.Thread(target=write, name="modeltap-encoder-send", daemon=True)
+    writer.start()
+    writer.join(timeout)
+    if writer.is_alive():
+        raise TimeoutError(f"the helper took no batch in {timeout:g} s")
+    if failed:
+        raise failed[0]
 
 
 class _Duplex:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
 
@@ -192,6 +193,29 @@ def test_a_hung_helper_is_killed_and_the_batch_built_here(monkeypatch):
         assert enc.encode([exchange()]) is None
         assert time.monotonic() - t0 < 10
         assert hung.poll() is not None  # killed, not left behind
+        assert stats.get("encoder_fallbacks") == 1
+    finally:
+        enc.close()
+
+
+def test_a_helper_that_stops_reading_cannot_block_the_sender(monkeypatch):
+    """A batch larger than the pipe's buffer, sent to a helper that never
+    reads it: the send is bounded by the same timeout as the answer, so a
+    shutdown flush cannot hang on a stuck helper."""
+    monkeypatch.setattr(offload, "_HELPER", "import time; time.sleep(600)")
+    stats = CaptureStats()
+    enc = EncoderProcess(CaptureSettings(), tally=None, on_tally=None, stats=stats, timeout_s=1)
+    items = [exchange(event_id=f"big{i}") for i in range(3000)]
+    assert len(pack(items)) > 4 * 65536  # several pipe buffers
+    done: list[object] = []
+    sender = threading.Thread(target=lambda: done.append(enc.encode(items)), daemon=True)
+    try:
+        enc.start()
+        hung = enc._proc
+        sender.start()
+        sender.join(20)
+        assert not sender.is_alive(), "encode() blocked on a helper that does not read"
+        assert done == [None] and hung.poll() is not None
         assert stats.get("encoder_fallbacks") == 1
     finally:
         enc.close()

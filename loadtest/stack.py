@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             target.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the stack even when it was started with SIGINT ignored (a
+    # background job of a non-interactive shell, as CI runners start them):
+    # Python keeps an inherited SIG_IGN, and --keep would then never end.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with contextlib.ExitStack() as later:
             try:
@@ -214,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":

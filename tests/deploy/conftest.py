@@ -68,6 +68,10 @@ class StackRun:
     answered_while_kept: int
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_stack(out: Path, *args: str, keep_check=None, timeout: float = 180) -> StackRun:
     """``python -m loadtest.stack --out OUT ARGS``; with ``--keep``, call
     ``keep_check(urls)`` once it is up, then SIGINT it."""
@@ -77,6 +81,9 @@ def run_stack(out: Path, *args: str, keep_check=None, timeout: float = 180) -> S
         [sys.executable, "-m", "loadtest.stack", "--out", str(out), *args],
         cwd=ROOT,
         env=env,
+        # Started with SIGINT ignored, as a background job of a non-interactive
+        # shell (a CI runner's) is: the SIGINT below must stop it all the same.
+        preexec_fn=_ignore_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -3,6 +3,7 @@
 thread, and nothing lost when the helper fails, hangs or is killed."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -124,28 +125,43 @@ def test_helper_builds_the_same_records_counters_and_histograms_as_the_thread(tm
     assert any('output="proba"' in line for line in histogram_lines(proc_reg))
 
 
-def test_tally_equals_observing_each_value(tmp_path):
-    """PredictionMetrics.apply adds bucket counts the way Histogram.observe would."""
-    _, registry = run(tmp_path, "process")
+def observe_each(records):
+    """The histograms' exposition when every finite, non-bool number of the
+    records' rows is observed one by one (the reference for the tally)."""
     reference = CollectorRegistry()
-    hist = Histogram(
+    pred = Histogram(
         "modeltap_prediction",
         "Numeric predictions of captured rows",
         ["model", "version", "output"],
         buckets=BUCKETS,
         registry=reference,
     )
-    for r in all_records(tmp_path):
+    score = Histogram(
+        "modeltap_ranking_score", "s", ["model", "version"], buckets=BUCKETS, registry=reference
+    )
+
+    def finite(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for r in records:
+        model = r.get("model") or {}
+        name, version = str(model.get("name")), str(model.get("version") or "")
         for row in r.get("rows") or ():
-            pred = row.get("prediction")
-            items = pred.items() if isinstance(pred, dict) else [("", pred)]
-            for key, value in items:
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    hist.labels("m", "", key).observe(value)
+            if "score" in row and finite(row["score"]):
+                score.labels(name, version).observe(float(row["score"]))
+            p = row.get("prediction")
+            for key, v in p.items() if isinstance(p, dict) else [("", p)]:
+                if finite(v):
+                    pred.labels(name, version, key).observe(float(v))
+    return histogram_lines(reference)
+
+
+def test_tally_equals_observing_each_value(tmp_path):
+    """PredictionMetrics.apply adds bucket counts the way Histogram.observe would."""
+    _, registry = run(tmp_path, "process")
+    reference = observe_each(all_records(tmp_path))
     ours = [line for line in histogram_lines(registry) if line.startswith("modeltap_prediction")]
-    assert ours and ours == [
-        line for line in histogram_lines(reference) if line.startswith("modeltap_prediction")
-    ]
+    assert ours and ours == [line for line in reference if line.startswith("modeltap_prediction")]
 
 
 def test_killed_helper_costs_no_record(tmp_path):
@@ -376,31 +392,6 @@ def test_tally_of_scores_and_odd_values_equals_observing_each_value():
         tally.add(r)
     metrics.apply(tally.take())
 
-    reference = CollectorRegistry()
-    pred = Histogram(
-        "modeltap_prediction",
-        "p",
-        ["model", "version", "output"],
-        buckets=BUCKETS,
-        registry=reference,
-    )
-    score = Histogram(
-        "modeltap_ranking_score", "s", ["model", "version"], buckets=BUCKETS, registry=reference
-    )
-
-    def finite(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(float(v))
-
-    for r in records:
-        model = r.get("model") or {}
-        name, version = str(model.get("name")), str(model.get("version") or "")
-        for row in r.get("rows") or ():
-            if "score" in row and finite(row["score"]):
-                score.labels(name, version).observe(float(row["score"]))
-            p = row.get("prediction")
-            for key, v in p.items() if isinstance(p, dict) else [("", p)]:
-                if finite(v):
-                    pred.labels(name, version, key).observe(float(v))
     ours = histogram_lines(registry)
     assert any(line.startswith("modeltap_ranking_score_bucket") for line in ours)
-    assert ours == histogram_lines(reference)
+    assert ours == observe_each(records)

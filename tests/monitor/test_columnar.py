@@ -384,6 +384,11 @@ def _edit(fn: Callable[[list[bytes]], list[bytes]]) -> list[bytes]:
     return fn(_lines())
 
 
+def _in_sixth(old: bytes, new: bytes) -> Callable[[list[bytes]], list[bytes]]:
+    """A change to the object's sixth line: ``old`` replaced by ``new``."""
+    return lambda ls: [*ls[:5], ls[5].replace(old, new), *ls[6:]]
+
+
 BAD_LINES: dict[str, Callable[[list[bytes]], list[bytes]]] = {
     "truncated last line": lambda ls: [*ls[:-1], ls[-1][:-40]],
     "truncated middle line": lambda ls: [*ls[:10], ls[10][:300], *ls[11:]],
@@ -397,48 +402,20 @@ BAD_LINES: dict[str, Callable[[list[bytes]], list[bytes]]] = {
     "a line split in two": lambda ls: [*ls[:5], *ls[5].split(b',"request"', 1), *ls[6:]],
     "trailing comma": lambda ls: [*ls[:5], ls[5][:-1] + b",}", *ls[6:]],
     "comment": lambda ls: [*ls[:5], ls[5][:-1] + b"/*c*/}", *ls[6:]],
-    "bad JSON in the request only": lambda ls: [
-        *ls[:5],
-        ls[5].replace(b'"method":"POST"', b'"method":POST'),
-        *ls[6:],
-    ],
-    "NaN in the request": lambda ls: [
-        *ls[:5],
-        ls[5].replace(b'"latency_ms":1.5', b'"latency_ms":NaN'),
-        *ls[6:],
-    ],
-    "Inf in the request": lambda ls: [
-        *ls[:5],
-        ls[5].replace(b'"latency_ms":1.5', b'"latency_ms":Inf'),
-        *ls[6:],
-    ],
-    "Infinity in a feature": lambda ls: [
-        *ls[:5],
-        ls[5].replace(b'"x":2.5', b'"x":-Infinity'),
-        *ls[6:],
-    ],
-    "lone surrogate": lambda ls: [*ls[:5], ls[5].replace(b'"v2"', b'"v\\ud800"'), *ls[6:]],
-    "invalid UTF-8": lambda ls: [*ls[:5], ls[5].replace(b'"v2"', b'"v\xff"'), *ls[6:]],
-    "control character in a string": lambda ls: [
-        *ls[:5],
-        ls[5].replace(b'"v2"', b'"v\t"'),
-        *ls[6:],
-    ],
+    "bad JSON in the request only": _in_sixth(b'"method":"POST"', b'"method":POST'),
+    "NaN in the request": _in_sixth(b'"latency_ms":1.5', b'"latency_ms":NaN'),
+    "Inf in the request": _in_sixth(b'"latency_ms":1.5', b'"latency_ms":Inf'),
+    "Infinity in a feature": _in_sixth(b'"x":2.5', b'"x":-Infinity'),
+    "lone surrogate": _in_sixth(b'"v2"', b'"v\\ud800"'),
+    "invalid UTF-8": _in_sixth(b'"v2"', b'"v\xff"'),
+    "control character in a string": _in_sixth(b'"v2"', b'"v\t"'),
     "duplicate context": lambda ls: [*ls[:5], ls[5][:-1] + b',"context":{"tier":"x"}}', *ls[6:]],
-    "duplicate time": lambda ls: [
-        *ls[:5],
-        ls[5].replace(b'"status":200', b'"time":"2026-11-02T10:00:05.000Z"'),
-        *ls[6:],
-    ],
-    "duplicate rows in the head": lambda ls: [
-        *ls[:5],
-        ls[5].replace(b'"status":200', b'"rows":[]'),
-        *ls[6:],
-    ],
-    "a number leading zero": lambda ls: [*ls[:5], ls[5].replace(b'"n":5', b'"n":05'), *ls[6:]],
-    "a huge exponent": lambda ls: [*ls[:5], ls[5].replace(b'"x":2.5', b'"x":1e400'), *ls[6:]],
-    "a tiny exponent": lambda ls: [*ls[:5], ls[5].replace(b'"x":2.5', b'"x":1e-400'), *ls[6:]],
-    "an int as 1.0e2": lambda ls: [*ls[:5], ls[5].replace(b'"n":5', b'"n":1.0e2'), *ls[6:]],
+    "duplicate time": _in_sixth(b'"status":200', b'"time":"2026-11-02T10:00:05.000Z"'),
+    "duplicate rows in the head": _in_sixth(b'"status":200', b'"rows":[]'),
+    "a number leading zero": _in_sixth(b'"n":5', b'"n":05'),
+    "a huge exponent": _in_sixth(b'"x":2.5', b'"x":1e400'),
+    "a tiny exponent": _in_sixth(b'"x":2.5', b'"x":1e-400'),
+    "an int as 1.0e2": _in_sixth(b'"n":5', b'"n":1.0e2'),
 }
 
 

@@ -24,6 +24,14 @@ from capture.profile import (
     value_kind,
 )
 
+
+def assert_same_moments(p: ColumnProfile, ref: ColumnProfile) -> None:
+    """Counts, types, bounds and moments equal (mean and std to rounding)."""
+    fields = ("count", "nulls", "nan", "inf", "types", "numeric_count", "min", "max")
+    assert [getattr(p, f) for f in fields] == [getattr(ref, f) for f in fields]
+    assert p.mean == pytest.approx(ref.mean) and p.std == pytest.approx(ref.std)
+
+
 # -- canonical keys ------------------------------------------------------
 
 
@@ -157,15 +165,7 @@ def test_batch_paths_agree() -> None:
     b.update(["s"])
     c.update([*listed, "s"])
     for p in (b, c):
-        assert (p.count, p.nulls, p.nan, p.inf, p.types) == (
-            a.count,
-            a.nulls,
-            a.nan,
-            a.inf,
-            a.types,
-        )
-        assert (p.numeric_count, p.min, p.max) == (a.numeric_count, a.min, a.max)
-        assert p.mean == pytest.approx(a.mean) and p.std == pytest.approx(a.std)
+        assert_same_moments(p, a)
         assert p.distinct() == a.distinct()  # HLL is order-free: same keys, same registers
         assert p.top(10) == a.top(10)
 
@@ -296,15 +296,7 @@ def test_numeric_arrays_profile_as_their_values_one_by_one(case: str, n: int) ->
     for part in np.array_split(arr, 3):
         fast.update_numeric(part)
         slow._update_general(part.tolist())
-    assert (fast.count, fast.nulls, fast.nan, fast.inf, fast.types) == (
-        slow.count,
-        slow.nulls,
-        slow.nan,
-        slow.inf,
-        slow.types,
-    )
-    assert (fast.numeric_count, fast.min, fast.max) == (slow.numeric_count, slow.min, slow.max)
-    assert fast.mean == pytest.approx(slow.mean) and fast.std == pytest.approx(slow.std)
+    assert_same_moments(fast, slow)
     theirs = slow.hll.serialize_compact()
     if len(theirs) == 40 + (1 << HLL_LG_K):  # HLL mode: the registers
         assert fast.hll.serialize_compact()[40:] == theirs[40:]

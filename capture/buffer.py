@@ -40,7 +40,6 @@ import logging
 import random
 import threading
 import time
-import zlib
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +47,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from capture.clock import SystemClock
+from capture.compression import gzip_compressor
 from capture.encoding import dumps
 from capture.errors import ConfigError, SinkError, SpoolError
 from capture.keys import KeyNamer
@@ -131,7 +131,7 @@ class _GzipLines:
     CHUNK = 64
 
     def __init__(self, level: int) -> None:
-        self._z = zlib.compressobj(level, zlib.DEFLATED, 31)  # wbits 31: gzip container
+        self._z = gzip_compressor(level)
         self._pending: list[bytes] = []
         self._parts: list[bytes] = []
         self.count = 0

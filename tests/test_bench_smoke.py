@@ -99,3 +99,23 @@ def test_soak_is_registered() -> None:
     from loadtest.__main__ import SUITES
 
     assert SUITES["soak"] is soak.main
+
+
+def test_helper_batch_cost_measures_the_proxy_benchmarks_records() -> None:
+    from capture.capturer import RecordBuilder
+    from capture.settings import CaptureSettings
+    from capture.stats import CaptureStats
+    from loadtest import bench_payloads
+
+    builder = RecordBuilder(CaptureSettings(model="toy"), stats=CaptureStats())
+    predict = builder.process(bench_payloads.proxied_exchange(0, "predict"))
+    rank = builder.process(bench_payloads.proxied_exchange(1, "rank"))
+    assert predict is not None and rank is not None
+    assert predict["parse"] == {"adapter": "kserve_v1", "error": None}
+    assert len(predict["rows"]) == 1 and predict["rows"][0]["prediction"] == 0.731
+    # The ranking record carries what the toy model reports: request-level and item lookups.
+    assert rank["parse"] == {"adapter": "ranking", "error": None}
+    assert len(rank["rows"]) == 100 and rank["lookups"] == {"ltv": 120.5, "tier": "gold"}
+    assert all("lookups" in row and "rank" in row for row in rank["rows"])
+    for payload, n in (("predict", 50), ("rank", 5)):
+        assert 0 < bench_payloads.helper_batch_us(payload, n, repeats=1) < 1e6

@@ -166,7 +166,7 @@ def proxied_exchange(i: int, payload: str) -> Exchange:
 
 
 def helper_batch_us(payload: str, n: int, repeats: int = 7) -> float:
-    """CPU µs per record of the helper's work on a batch of ``n`` exchanges (best of ``repeats``)."""
+    """CPU µs per record of the helper's work on ``n`` exchanges (best of ``repeats``)."""
     packed = pack([pack_one(proxied_exchange(i, payload)) for i in range(n)])
     assert packed is not None
     settings = CaptureSettings(model="toy")

@@ -16,8 +16,11 @@ How an object is read: whole (gzip by its magic bytes, as ``read_records``),
 at most ``MAX_OBJECT_BYTES``. Its bytes are checked for what ``orjson`` and
 Arrow's JSON parser read differently (invalid UTF-8, ``NaN``/``Inf``
 spellings, an int ``-0``; see ``_lines``) and for one ``{...}`` per line.
-Each line is cut at its first ``,"context":`` (the capture writes
-``context``, ``lookups``, ``rows``, ``parse`` and ``sampling`` last), and
+Each line is cut at the record's own ``,"context":`` (the capture writes
+``context``, ``lookups``, ``rows``, ``parse`` and ``sampling`` last): the
+first one, or, when a line holds more (a ranking request's own
+``context``, a value with such a key), the one at the record's level,
+found by counting the brackets outside strings (``_depth_at``). Then
 ``pyarrow.json`` parses both parts:
 
 - the heads (up to the cut, closed with ``}``), keeping ``schema``,
@@ -36,10 +39,14 @@ Arrow is strict about types (a number where the first record had a string
 fails), so every column holds one JSON type. Numbers are read as float64:
 the profile counts ``3`` and ``3.0`` alike (``value_kind``) and keys them
 alike (``canonical``), so only magnitudes a float64 cannot hold exactly
-(>= 2**53) fall back. What this path does not take at all: nested values,
-lists, nulls, item lookups, records without rows, other row keys, other
-schema versions, times not in the capture's format, SageMaker lines, names
-that are not plain ASCII.
+(>= 2**53) fall back. Nested dicts in ``context`` and ``lookups`` are
+spread into dotted columns (``context.user.tier``) as ``capture.rows``
+spreads them; records that name no model version give no ``model.version``
+column, as on the row path, when none in the object does. What this path
+does not take at all: nested features, lists, nulls, item lookups, records
+without rows, other row keys, other schema versions, times not in the
+capture's format, SageMaker lines, names that are not plain ASCII, an
+object where some records name a model version and some do not.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ import pyarrow.json as pj
 
 from capture.profile import DatasetProfile
 from capture.record import parse_time
-from capture.rows import feature_column
+from capture.rows import MAX_NESTING, feature_column
 from monitor_job.locations import ObjectRef, open_location
 
 MAX_OBJECT_BYTES = 24 * 1024 * 1024  # decompressed; larger objects are streamed as rows
@@ -182,6 +189,8 @@ def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ):
         raise Fallback("lines")
     marks = _find_all(arr, _TAIL, 7)  # ',"context":'[7] == "x"
+    if marks.size > end.size:  # a body or a value has a "context" key too: keep the record's
+        marks = marks[_depth_at(arr, marks) == 1]
     first = np.searchsorted(marks, start)
     if first.size and int(first[-1]) >= marks.size:
         raise Fallback("shape")
@@ -189,6 +198,47 @@ def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if bool((tail >= end).any()):
         raise Fallback("shape")
     return start, end, tail
+
+
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+_OPENERS, _CLOSERS = (ord("{"), ord("[")), (ord("}"), ord("]"))
+
+
+def _depth_at(arr: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """The JSON nesting depth at each position in ``at`` (sorted), counting the
+    brackets before it that are outside strings: 1 for a key of a line's own
+    object when every line before it is balanced. Garbage in gives a wrong
+    depth, never an error: the cut it chooses then fails the parse, and the
+    object falls back."""
+    quotes = np.flatnonzero(arr == _QUOTE)
+    # A quote is escaped when an odd run of backslashes precedes it; found
+    # from the backslashes, which are rare.
+    slashes = np.flatnonzero(arr[:-1] == _BACKSLASH)
+    after = slashes[arr[slashes + 1] == _QUOTE] + 1  # quotes right after a backslash
+    odd = np.ones(after.size, dtype=bool)
+    alive = np.arange(after.size)
+    back = 2
+    while alive.size:
+        alive = alive[after[alive] >= back]
+        alive = alive[arr[after[alive] - back] == _BACKSLASH]
+        odd[alive] ^= True
+        back += 1
+    real = quotes
+    if odd.any():
+        keep = np.ones(quotes.size, dtype=bool)
+        keep[np.searchsorted(quotes, after[odd])] = False
+        real = quotes[keep]
+    brackets = arr == _OPENERS[0]
+    for byte in (*_OPENERS[1:], *_CLOSERS):
+        brackets |= arr == byte
+    where = np.flatnonzero(brackets)
+    del brackets
+    outside = (np.searchsorted(real, where) & 1) == 0  # an even number of quotes before it
+    where = where[outside]
+    found = arr[where]
+    depth = np.cumsum(np.where((found == _OPENERS[0]) | (found == _OPENERS[1]), 1, -1))
+    before = np.searchsorted(where, at)  # brackets before each position
+    return np.where(before > 0, depth[np.maximum(before - 1, 0)], 0)
 
 
 def _parse(data: bytes, schema: pa.Schema, unexpected: str, threads: bool) -> pa.Table:
@@ -238,11 +288,33 @@ def _flat_struct(level: Any) -> list[tuple[str, pa.DataType]]:
     return [(k, _scalar_type(v)) for k, v in level.items()]
 
 
+def _spread_struct(
+    level: Any, depth: int = 1
+) -> tuple[list[tuple[str, pa.DataType]], list[tuple[str, ...]]]:
+    """A ``context``/``lookups`` dict's struct fields and the path of each of
+    its columns: a non-empty dict value is spread into ``key.sub`` columns
+    down to ``MAX_NESTING`` levels, as ``capture.rows.spread`` names them."""
+    if not isinstance(level, dict):
+        raise Fallback("shape")
+    fields: list[tuple[str, pa.DataType]] = []
+    paths: list[tuple[str, ...]] = []
+    for key, value in level.items():
+        if type(value) is dict and value and depth < MAX_NESTING:
+            sub, sub_paths = _spread_struct(value, depth + 1)
+            fields.append((key, pa.struct(sub)))
+            paths += [(key, *path) for path in sub_paths]
+        else:
+            fields.append((key, _scalar_type(value)))
+            paths.append((key,))
+    return fields, paths
+
+
 @dataclass(frozen=True)
 class _Shape:
     tail: pa.Schema  # the tail parse's schema
-    record: tuple[tuple[str, str, str], ...]  # (column, level, key): context.*, lookups.*
+    record: tuple[tuple[str, str, tuple[str, ...]], ...]  # (column, level, path): context.*...
     row: tuple[tuple[str, tuple[str, ...]], ...]  # (column, path in a row)
+    versioned: bool  # records name their model version (else none does: no model.version column)
 
 
 _HEAD = pa.schema(
@@ -256,10 +328,8 @@ _HEAD = pa.schema(
 )
 
 
-def _shape(line: bytes) -> _Shape:
-    at = line.find(_TAIL)
-    if at < 0:
-        raise Fallback("shape")
+def _shape(line: bytes, at: int) -> _Shape:
+    """The object's columns from its first line, cut at ``at`` (``_lines``)."""
     try:
         record = orjson.loads(line)
         tail = orjson.loads(b"{" + line[at + 1 :])
@@ -275,7 +345,8 @@ def _shape(line: bytes) -> _Shape:
     model = record.get("model")
     if record.get("schema") != 1 or not isinstance(model, dict):
         raise Fallback("shape")
-    if type(model.get("version")) is not str or type(record.get("time")) is not str:
+    version = model.get("version")
+    if (version is not None and type(version) is not str) or type(record.get("time")) is not str:
         raise Fallback("shape")
     rows = tail.get("rows")
     if not isinstance(rows, list) or not rows or not isinstance(rows[0], dict):
@@ -294,12 +365,12 @@ def _shape(line: bytes) -> _Shape:
             row_type.append((key, _scalar_type(value)))
             row_cols.append((key, (key,)))
     fields: list[tuple[str, pa.DataType]] = []
-    record_cols: list[tuple[str, str, str]] = []
+    record_cols: list[tuple[str, str, tuple[str, ...]]] = []
     for key, value in tail.items():
         if key in ("context", "lookups"):
-            level = _flat_struct(value)
+            level, paths = _spread_struct(value)
             fields.append((key, pa.struct(level)))
-            record_cols += [(f"{key}.{k}", key, k) for k, _ in level]
+            record_cols += [(".".join((key, *path)), key, path) for path in paths]
         elif key == "rows":
             fields.append((key, pa.list_(pa.struct(row_type))))
         else:
@@ -309,7 +380,7 @@ def _shape(line: bytes) -> _Shape:
     names = [c for c, _, _ in record_cols] + ["model.version"] + [c for c, _ in row_cols]
     if len(set(names)) != len(names) or not all(_NAME.fullmatch(n) for n in names):
         raise Fallback("shape")
-    return _Shape(pa.schema(fields), tuple(record_cols), tuple(row_cols))
+    return _Shape(pa.schema(fields), tuple(record_cols), tuple(row_cols), version is not None)
 
 
 # -- an object as columns ------------------------------------------------------
@@ -488,7 +559,7 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
     data = _read(ref)
     start, end, cut = _lines(data)
     lines = int(end.size)
-    shape = _shape(data[: int(end[0])])
+    shape = _shape(data[: int(end[0])], int(cut[0]))
     # Each line is split at its tail: the head (closed with "}") and the tail
     # (opened with "{") are each one JSON object exactly when the line is one
     # object whose members after the cut are the tail's (see the docstring).
@@ -510,7 +581,11 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
     if head.column("captureData").null_count != lines:
         raise Fallback("shape")
     times = _whole(head, "time")
-    version = _child(_whole(head, "model"), "version")
+    model = _whole(head, "model")
+    if shape.versioned:
+        version = _child(model, "version")
+    elif model.field("version").null_count != lines:  # some do, some do not
+        raise Fallback("values")
     if "parse" in shape.tail.names:  # the last "parse" is the record's (as orjson reads it)
         parse = tail.column("parse").combine_chunks()
         if head.column("parse").null_count != lines:
@@ -520,9 +595,13 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
     parse_error = _truthy(parse)
     record_columns: dict[str, Any] = {}
     levels = {"context": _whole(tail, "context"), "lookups": _whole(tail, "lookups")}
-    for name, level, key in shape.record:
-        record_columns[name] = _child(levels[level], key)
-    record_columns["model.version"] = version
+    for name, level, path in shape.record:
+        arr = levels[level]
+        for key in path:
+            arr = _child(arr, key)
+        record_columns[name] = arr
+    if shape.versioned:
+        record_columns["model.version"] = version
     rows = _whole(tail, "rows")
     lengths = pc.list_value_length(rows).to_numpy(zero_copy_only=False)
     if lengths.size and int(lengths.min()) < 1:

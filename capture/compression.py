@@ -44,6 +44,16 @@ class Compressor(Protocol):
     def flush(self, mode: int = ..., /) -> bytes: ...
 
 
+class Inflater(Protocol):
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
+
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+
+
 def backend() -> str:
     """``"isal"`` or ``"zlib"``: what ``gzip_compressor`` uses for levels 1-9."""
     return "zlib" if _isal is None else "isal"
@@ -59,10 +69,10 @@ def gzip_compressor(level: int, *, use_isal: bool = True) -> Compressor:
     return zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
 
 
-def gzip_inflater(*, use_isal: bool = True) -> Any:
+def gzip_inflater(*, use_isal: bool = True) -> Inflater:
     """A decompressor of one gzip member (zlib's ``decompressobj`` interface:
     ``decompress(data, max_length)``, ``eof``, ``unused_data``); it checks the
     header, the CRC and the length, and raises one of ``INFLATE_ERRORS``."""
     if use_isal and _isal is not None:
-        return _isal.decompressobj(_GUNZIP_WBITS)
+        return _isal.decompressobj(_GUNZIP_WBITS)  # type: ignore[no-any-return]
     return zlib.decompressobj(_GUNZIP_WBITS)

@@ -55,7 +55,6 @@ import gzip
 import io
 import math
 import re
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +65,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from capture.compression import INFLATE_ERRORS, gzip_inflater
 from capture.profile import DatasetProfile
 from capture.record import parse_time
 from capture.rows import MAX_NESTING, feature_column
@@ -111,13 +111,13 @@ def _read(ref: ObjectRef) -> bytes:
 
 
 def _gunzip(raw: bytes) -> bytes:
-    """``GzipFile(raw).read()``: one zlib call for the usual single clean member
-    (zlib checks the header, CRC and length as GzipFile does), GzipFile itself
-    for anything else (several members, padding, damage)."""
-    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    """``GzipFile(raw).read()``: one inflate call for the usual single clean
+    member (it checks the header, CRC and length as GzipFile does), GzipFile
+    itself for anything else (several members, padding, damage)."""
+    inflate = gzip_inflater()  # ISA-L's when installed: ~2.6x zlib's
     try:
         out = inflate.decompress(raw, MAX_OBJECT_BYTES + 1)
-    except zlib.error:
+    except INFLATE_ERRORS:
         out = b""
     else:
         if inflate.eof and not inflate.unused_data and len(out) <= MAX_OBJECT_BYTES:

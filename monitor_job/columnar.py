@@ -41,12 +41,14 @@ the profile counts ``3`` and ``3.0`` alike (``value_kind``) and keys them
 alike (``canonical``), so only magnitudes a float64 cannot hold exactly
 (>= 2**53) fall back. Nested dicts in ``context`` and ``lookups`` are
 spread into dotted columns (``context.user.tier``) as ``capture.rows``
-spreads them; records that name no model version give no ``model.version``
-column, as on the row path, when none in the object does. What this path
-does not take at all: nested features, lists, nulls, item lookups, records
-without rows, other row keys, other schema versions, times not in the
-capture's format, SageMaker lines, names that are not plain ASCII, an
-object where some records name a model version and some do not.
+spreads them, and so are a ranked item's own lookups (``lookups.stock``;
+an item lookup named like one of the record's falls back). Records that
+name no model version give no ``model.version`` column, as on the row path,
+when none in the object does. What this path does not take at all: nested
+features, lists, nulls, records without rows, other row keys, other schema
+versions, times not in the capture's format, SageMaker lines, names that are
+not plain ASCII, an object where some records name a model version and some
+do not.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ MAX_OBJECT_BYTES = 24 * 1024 * 1024  # decompressed; larger objects are streamed
 BLOCK_BYTES = 4 << 20  # Arrow's parse block: ~8% less CPU than its 1 MiB default here
 
 _TAIL = b',"context":'
-_ROW_KEYS = frozenset({"features", "prediction", "score", "rank", "position", "item_id"})
+_ROW_KEYS = frozenset({"features", "prediction", "score", "rank", "position", "item_id", "lookups"})
 _EXACT = 2.0**53  # float64 holds every integer below this
 _NAME = re.compile(r"[A-Za-z0-9_.:/@+\- ]*")
 # The capture's time, "2026-11-02T10:00:00.000Z": fixed characters, and digits.
@@ -361,6 +363,12 @@ def _shape(line: bytes, at: int) -> _Shape:
             feats = _flat_struct(value)
             row_type.append((key, pa.struct(feats)))
             row_cols += [(feature_column(k), (key, k)) for k, _ in feats]
+        elif key == "lookups":  # the item's own: lookups.<k>, spread as the record's
+            if not value:
+                raise Fallback("shape")
+            item, paths = _spread_struct(value)
+            row_type.append((key, pa.struct(item)))
+            row_cols += [(".".join((key, *path)), (key, *path)) for path in paths]
         else:
             row_type.append((key, _scalar_type(value)))
             row_cols.append((key, (key,)))

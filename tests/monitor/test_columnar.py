@@ -251,9 +251,10 @@ TRICKY_TEXT = [
 ]
 
 
-def ranking_record(i: int, rng: random.Random) -> dict[str, Any]:
+def ranking_record(i: int, rng: random.Random, item_lookups: bool = False) -> dict[str, Any]:
     """A ranking record whose request body has its own ``context`` (the toy
-    model's shape), with strings that look like JSON, before the record's own."""
+    model's shape), with strings that look like JSON, before the record's own;
+    with ``item_lookups``, each item's own (nested too) as the toy model reports."""
     items = [{"id": f"sku-{rng.randint(0, 50)}", "price": rng.random()} for _ in range(3)]
     rows = [
         {
@@ -265,6 +266,9 @@ def ranking_record(i: int, rng: random.Random) -> dict[str, Any]:
         }
         for p, item in enumerate(items)
     ]
+    if item_lookups:
+        for row in rows:
+            row["lookups"] = {"stock": rng.randint(0, 3), "store": {"eta_h": rng.random()}}
     rec = record(
         i,
         rows,
@@ -280,11 +284,40 @@ def ranking_record(i: int, rng: random.Random) -> dict[str, Any]:
 @pytest.mark.parametrize("seed", range(6))
 def test_bodies_with_their_own_context_are_read_by_arrow(tmp_path: Path, seed: int) -> None:
     rng = random.Random(seed)
-    records = [ranking_record(i, rng) for i in range(300)]
+    records = [ranking_record(i, rng, item_lookups=seed >= 3) for i in range(300)]
     assert all(orjson.dumps(r).count(b',"context":') > 1 for r in records)
     ref = write(tmp_path / "m" / "r.jsonl.gz", records)
     want = arrow_read(ref, segments=["context.user_id"] if seed % 2 else [])
     assert want["counts"]["records"] == 300
+    if seed >= 3:
+        assert {"lookups.stock", "lookups.store.eta_h", "lookups.ltv"} <= set(want[""][1])
+
+
+ITEM_LOOKUP_CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "one item without": lambda r: r["rows"][1].pop("lookups"),
+    "one item with another": lambda r: r["rows"][1]["lookups"].__setitem__("eta", 1.0),
+    "one item's empty": lambda r: r["rows"][1].__setitem__("lookups", {}),
+    "one item's a list": lambda r: r["rows"][1].__setitem__("lookups", [1]),
+    "named like the record's": lambda r: r["rows"][1]["lookups"].__setitem__("ltv", 2.0),
+}
+
+
+@pytest.mark.parametrize("at", [0, 7])
+@pytest.mark.parametrize("name", sorted(ITEM_LOOKUP_CHANGES))
+def test_item_lookups_unlike_the_first_fall_back(tmp_path: Path, name: str, at: int) -> None:
+    rng = random.Random(at)
+    records = [ranking_record(i, rng, item_lookups=True) for i in range(20)]
+    ITEM_LOOKUP_CHANGES[name](records[at])
+    fell_back(write(tmp_path / "m" / "r.jsonl.gz", records))
+
+
+def test_item_lookups_named_like_the_records_fall_back(tmp_path: Path) -> None:
+    rng = random.Random(1)
+    records = [ranking_record(i, rng, item_lookups=True) for i in range(20)]
+    for rec in records:
+        for row in rec["rows"]:
+            row["lookups"]["ltv"] = 1.5  # the item's wins on the row path
+    fell_back(write(tmp_path / "m" / "r.jsonl.gz", records), "shape")
 
 
 @pytest.mark.parametrize("at", [0, 5])

@@ -43,7 +43,6 @@ import json
 import logging
 import math
 import re
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -51,6 +50,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from capture.compression import GZIP_READ_ERRORS, gzip_reader
 from capture.record import parse_time
 from capture.rows import flatten
 from monitor_job.locations import InputError, ObjectRef, iter_lines, open_location
@@ -128,7 +128,7 @@ def _open_lines(stream: IO[bytes]) -> IO[bytes] | gzip.GzipFile:
     """A gzip stream (by its magic bytes, whatever the name says) or the plain one."""
     peek = getattr(stream, "peek", None)
     head = peek(2)[:2] if peek is not None else b""
-    return gzip.GzipFile(fileobj=stream, mode="rb") if head == b"\x1f\x8b" else stream
+    return gzip_reader(stream) if head == b"\x1f\x8b" else stream
 
 
 def _parse(line: bytes) -> Any:
@@ -248,7 +248,7 @@ def read_records(
                         stats.bad_lines += 1
                         if len(stats.problems) < MAX_PROBLEMS:
                             stats.problems.append(problem)
-        except (OSError, EOFError, zlib.error) as exc:
+        except GZIP_READ_ERRORS as exc:
             raise InputError(f"{name}: {what} after line {lineno}: {exc}") from exc
     if full:
         stats.lines += lines  # type: ignore[union-attr]

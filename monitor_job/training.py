@@ -36,7 +36,6 @@ Every problem is an ``InputError`` naming the file and the problem.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
@@ -48,6 +47,7 @@ from typing import Any, cast
 import numpy as np
 import orjson
 
+from capture.compression import GZIP_READ_ERRORS, gzip_reader
 from capture.payloads.csv_body import parse_cell
 from capture.profile import ArrowArray, Column
 from capture.rows import spread
@@ -297,7 +297,7 @@ def _jsonl(path: Path, batch_rows: int) -> Iterator[Batch]:
     rows: list[dict[str, Any]] = []
     try:
         with open(path, "rb") as raw:
-            stream: Any = gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
+            stream: Any = gzip_reader(raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
             for lineno, (line, complete) in enumerate(iter_lines(stream, MAX_LINE_BYTES), 1):
                 if not complete:
                     raise InputError(f"{path}: line {lineno}: longer than {MAX_LINE_BYTES} bytes")
@@ -307,7 +307,7 @@ def _jsonl(path: Path, batch_rows: int) -> Iterator[Batch]:
                 if len(rows) >= batch_rows:
                     yield _json_batch(rows, names)
                     rows = []
-    except (OSError, EOFError) as exc:
+    except GZIP_READ_ERRORS as exc:
         raise InputError(f"{path}: unreadable: {exc}") from exc
     if rows:
         yield _json_batch(rows, names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 
 import orjson
@@ -10,7 +11,13 @@ import pytest
 
 from capture import compression
 from capture.buffer import encode_items
-from capture.compression import INFLATE_ERRORS, gzip_compressor, gzip_inflater
+from capture.compression import (
+    GZIP_READ_ERRORS,
+    INFLATE_ERRORS,
+    gzip_compressor,
+    gzip_inflater,
+    gzip_reader,
+)
 
 LINES = [
     orjson.dumps({"i": i, "features": {"f0": i * 0.5, "device": ["web", "ios"][i % 2]}})
@@ -98,3 +105,14 @@ def test_buffer_objects_are_isal_gzip_with_every_line(monkeypatch: pytest.Monkey
     zlib_data = encode_items(records, lambda r: r, 3, "m")[0][(None, "m")][0]
     assert data != zlib_data
     assert gzip.decompress(zlib_data) == gzip.decompress(data)
+
+
+@pytest.mark.parametrize("use_isal", [True, False])
+def test_gzip_reader_reads_lines_and_raises_read_errors(use_isal: bool) -> None:
+    good = gzip.compress(DATA)
+    with gzip_reader(io.BytesIO(good), use_isal=use_isal) as fh:
+        assert fh.readlines() == [line + b"\n" for line in LINES]
+    garbled = good[:40] + b"\xff" * 200 + good[240:]
+    for bad in (garbled, good[: len(good) // 2], good[:-8] + b"\x00\x00\x00\x00" + good[-4:]):
+        with pytest.raises(GZIP_READ_ERRORS), gzip_reader(io.BytesIO(bad), use_isal=use_isal) as fh:
+            fh.read()

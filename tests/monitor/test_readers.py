@@ -331,6 +331,13 @@ def test_corrupt_gzip_raises_naming_the_object(tmp_path: Path) -> None:
     ref = put(tmp_path, b"\x1f\x8b" + os.urandom(200), "h-1-1_000002.jsonl.gz")
     with pytest.raises(InputError, match=rf"{ref.name}: corrupt gzip stream"):
         list(read_records(ref))
+    # A damaged deflate stream (ISA-L and zlib raise their own errors) and a bad CRC.
+    garbled = whole[:40] + b"\xff" * 200 + whole[240:]
+    bad_crc = whole[:-8] + bytes([whole[-8] ^ 0xFF]) + whole[-7:]
+    for i, data in enumerate((garbled, bad_crc), 3):
+        ref = put(tmp_path, data, f"h-1-1_00000{i}.jsonl.gz")
+        with pytest.raises(InputError, match=rf"{ref.name}: corrupt gzip stream"):
+            list(read_records(ref))
 
 
 def test_file_without_a_valid_record_raises(tmp_path: Path) -> None:

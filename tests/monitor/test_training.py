@@ -179,6 +179,11 @@ def test_jsonl_nested_nan_mixed_and_late_columns(tmp_path: Path) -> None:
     assert cols["late"] == ["z", None]  # first seen in the second batch
 
 
+_GZ = gzip.compress(b"".join(b'{"a": %d, "b": "x%d"}\n' % (i, i) for i in range(20_000)))
+GARBLED = _GZ[:40] + b"\xff" * 200 + _GZ[240:]
+BAD_CRC = _GZ[:-8] + bytes([_GZ[-8] ^ 0xFF]) + _GZ[-7:]
+
+
 @pytest.mark.parametrize(
     ("name", "data", "problem"),
     [
@@ -191,6 +196,8 @@ def test_jsonl_nested_nan_mixed_and_late_columns(tmp_path: Path) -> None:
         ("bad.jsonl", b'{"a": 1}\n{"a": 2}\n{"a": \n', r"line 3: invalid JSON"),
         ("list.jsonl", b'{"a": 1}\n[1, 2]\n', r"line 2: a JSON list, not an object"),
         ("cut.jsonl.gz", gzip.compress(b'{"a": 1}\n' * 1000)[:60], r"unreadable"),
+        ("garbled.jsonl.gz", GARBLED, r"unreadable"),  # a damaged deflate stream
+        ("crc.jsonl.gz", BAD_CRC, r"unreadable: CRC check failed"),
         ("data.xlsx", b"PK\x03\x04", r"unknown training data format"),
     ],
 )

@@ -1,5 +1,5 @@
-"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [profile] [monitor] [soak]
-[--quick]`` (``profile`` also takes ``--no-reference``; ``monitor`` ``--full``;
+"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [profile] [monitor]
+[readpaths] [soak] [--quick]`` (``profile`` also takes ``--no-reference``; ``monitor`` ``--full``;
 ``soak`` ``--minutes``, ``--rate``, ``--outage-s``)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from loadtest import (
     bench_payloads,
     bench_profile,
     bench_proxy,
+    bench_readpaths,
     soak,
 )
 
@@ -21,6 +22,7 @@ SUITES = {
     "proxy": bench_proxy.main,
     "profile": bench_profile.main,
     "monitor": bench_monitor.main,
+    "readpaths": bench_readpaths.main,
     "soak": soak.main,
 }
 

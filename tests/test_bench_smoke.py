@@ -119,3 +119,19 @@ def test_helper_batch_cost_measures_the_proxy_benchmarks_records() -> None:
     assert all("lookups" in row and "rank" in row for row in rank["rows"])
     for payload, n in (("predict", 50), ("rank", 5)):
         assert 0 < bench_payloads.helper_batch_us(payload, n, repeats=1) < 1e6
+
+
+def test_readpaths_suite_reads_every_shape_by_the_arrow_path(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from loadtest import bench_readpaths
+
+    bench_readpaths.main(["--quick"])
+    out = capsys.readouterr().out
+    for shape, rows in (("scorer", "500"), ("ranker", "5,000"), ("toy ranking model", "10,000")):
+        row = re.search(rf"^\| {shape} \(.*?\) \|(.*)$", out, re.M)
+        assert row, out
+        cells = [c.strip() for c in row.group(1).split("|")][:-1]
+        assert cells[1] == rows, cells
+        assert all(re.fullmatch(NUMBER, c) for c in cells[2:5]), cells
+        assert cells[5] == "Arrow", cells

@@ -194,7 +194,7 @@ def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def _parse(data: bytes, schema: pa.Schema, unexpected: str, threads: bool) -> pa.Table:
     try:
         return pj.read_json(
-            io.BytesIO(data),
+            pa.BufferReader(data),
             read_options=pj.ReadOptions(use_threads=threads, block_size=BLOCK_BYTES),
             parse_options=pj.ParseOptions(
                 explicit_schema=schema, unexpected_field_behavior=unexpected

@@ -21,8 +21,9 @@ Reading: an object of the capture's own records is read by the Arrow path
 vouch for giving the row path's exact rows, and by the row path
 (``read_records`` + ``FlatColumns``) otherwise; ``Partial`` counts the
 objects each way and the fallbacks by reason (logged at INFO, not part of
-the results). In-process, the next object is read on a second thread while
-the current one is profiled. ``MODELTAP_MONITOR_ARROW=0`` turns it off.
+the results). In-process, the next ``READ_AHEAD`` objects are read, each on
+its own thread, while the current one is profiled; the profiles are still
+merged in the objects' order. ``MODELTAP_MONITOR_ARROW=0`` turns it off.
 
 Speed: rows are profiled in batches of ``BATCH_ROWS`` (large enough for the
 frequent-items pre-filter to drop one-off values; see
@@ -39,6 +40,7 @@ import math
 import os
 import re
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -64,6 +66,8 @@ BATCH_ROWS = 16384
 GC_THRESHOLD = 100_000  # gen-0 allocations between collections while reading
 MAX_SEGMENT_VALUES = 20
 MAX_PROBLEMS = 20
+#: Objects read ahead, each on its own thread, while one is profiled.
+READ_AHEAD = 2
 VERSION_COLUMN = "model.version"
 #: "0" turns the Arrow read path off (every object goes the row path).
 ARROW_ENV = "MODELTAP_MONITOR_ARROW"
@@ -461,22 +465,30 @@ def _in_process(
     end: datetime | None,
     kwargs: dict[str, Any],
 ) -> Iterator[bytes]:
-    """``profile_object`` of each ref in order; with the Arrow path on, the
-    next object is read (bytes, gunzip, Arrow's parse: mostly outside the GIL)
-    on a second thread while this one profiles the current one. At most two
-    objects are held at once."""
+    """``profile_object`` of each ref, yielded in ``refs``' order. With the
+    Arrow path on, the next ``READ_AHEAD`` objects are read (bytes, gunzip,
+    Arrow's parse: mostly outside the GIL) on as many threads while this one
+    profiles the current one: at most ``READ_AHEAD + 1`` objects are held at
+    once. A read that fails makes that object go the row path (``arrow_load``
+    never raises); when the caller stops early, reads not yet started are
+    cancelled and those under way are waited for."""
     if not arrow_enabled() or not refs:
         for ref in refs:
             yield profile_object(ref, start, end, arrow=False, **kwargs)
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arrow-read") as pool:
-        ahead: Future[Loaded | str] = pool.submit(arrow_load, refs[0])
+    pool = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="arrow-read")
+    try:
+        ahead: deque[Future[Loaded | str]] = deque(
+            pool.submit(arrow_load, ref) for ref in refs[:READ_AHEAD]
+        )
         for i, ref in enumerate(refs):
-            loaded = ahead.result()
-            if i + 1 < len(refs):
-                ahead = pool.submit(arrow_load, refs[i + 1])
+            loaded = ahead.popleft().result()
+            if i + READ_AHEAD < len(refs):
+                ahead.append(pool.submit(arrow_load, refs[i + READ_AHEAD]))
             yield profile_object(ref, start, end, arrow=True, loaded=loaded, **kwargs)
             del loaded
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 _PARTITION_HOUR = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")

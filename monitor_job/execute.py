@@ -44,7 +44,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -143,6 +143,16 @@ class Partial:
         read = {"arrow_objects": self.arrow_objects, "fallbacks": self.fallbacks}
         return orjson.dumps({"counts": counts, "read": read, "profiles": profiles})
 
+    def copy(self) -> Partial:
+        """``from_bytes(to_bytes())`` without the encoding (``DatasetProfile.copy``):
+        how an in-process partial reaches the merge, so that a window merges
+        what Dask tasks' bytes would give (merging the live sketches could
+        keep other frequent items)."""
+        profiles = {k: p.copy() for k, p in self.profiles.items()}
+        return replace(
+            self, profiles=profiles, problems=list(self.problems), fallbacks=dict(self.fallbacks)
+        )
+
     @classmethod
     def from_bytes(cls, data: bytes) -> Partial:
         doc = orjson.loads(data)
@@ -208,10 +218,6 @@ def _collector_held() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _copy(prof: DatasetProfile) -> DatasetProfile:
-    return DatasetProfile.from_bytes(prof.to_bytes())
-
-
 def profile_object(
     ref: ObjectRef,
     start: datetime | None,
@@ -236,6 +242,32 @@ def profile_object(
     ``loaded`` is the object already read by ``arrow_load`` (or the reason
     it could not be).
     """
+    return _object_partial(
+        ref,
+        start,
+        end,
+        segments=segments,
+        csv_columns=csv_columns,
+        kll_k=kll_k,
+        profiled_hours=profiled_hours,
+        arrow=arrow,
+        loaded=loaded,
+    ).to_bytes()
+
+
+def _object_partial(
+    ref: ObjectRef,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    segments: Sequence[str] = (),
+    csv_columns: Sequence[str] | None = None,
+    kll_k: int = KLL_K,
+    profiled_hours: Sequence[int] = (),
+    arrow: bool | None = None,
+    loaded: Loaded | str | None = None,
+) -> Partial:
+    """``profile_object``'s ``Partial`` (not encoded)."""
     if arrow is None:
         arrow = arrow_enabled()
     reason = None
@@ -289,7 +321,7 @@ def _profile_object(
     kll_k: int,
     profiled_hours: Sequence[int],
     fallback: str | None = None,
-) -> bytes:
+) -> Partial:
     part = Partial(objects=1, fallbacks={fallback: 1} if fallback else {})
     job = _ObjectProfile(part, segments, kll_k)
     hours = frozenset(profiled_hours)
@@ -317,7 +349,7 @@ def _profile_object(
         job.profile(batch)
     job.finish()
     job.segment_only(held)
-    return part.to_bytes()
+    return part
 
 
 def _profile_loaded(
@@ -327,7 +359,7 @@ def _profile_loaded(
     segments: Sequence[str],
     kll_k: int,
     profiled_hours: Sequence[int],
-) -> bytes:
+) -> Partial:
     """``_profile_object`` of an object read by the Arrow path (``Fallback``
     if it holds records of ``profiled_hours``)."""
     from monitor_job.columnar import Fallback, window_mask
@@ -348,7 +380,7 @@ def _profile_loaded(
     for batch in loaded.batches(keep, BATCH_ROWS):
         job.profile(batch)
     job.finish()
-    return part.to_bytes()
+    return part
 
 
 class _ObjectProfile:
@@ -376,7 +408,7 @@ class _ObjectProfile:
         for a custom segment, what rows of profiled hours already gave it)."""
         prof = self.part.profiles.get(key)
         if prof is None:
-            self.part.profiles[key] = _copy(self.whole)
+            self.part.profiles[key] = self.whole.copy()
         else:
             prof.merge(self.whole)
 
@@ -439,15 +471,15 @@ def profile_window(
         "profiled_hours": sorted(hours),
     }
     if dask:
-        results: Iterable[bytes] = _on_dask(dask, records, start, end, kwargs)
+        results: Iterable[Partial] = _on_dask(dask, records, start, end, kwargs)
     else:
         results = _in_process(records, start, end, kwargs)
     if progress and records:
         from tqdm import tqdm
 
         results = tqdm(results, total=len(records), desc=label, unit="obj", file=sys.stderr)
-    for data in results:
-        total.merge(Partial.from_bytes(data))
+    for part in results:
+        total.merge(part)
     if records:
         log.info(
             "%s: %d of %d capture objects read by the Arrow path; fallbacks: %s",
@@ -464,8 +496,9 @@ def _in_process(
     start: datetime | None,
     end: datetime | None,
     kwargs: dict[str, Any],
-) -> Iterator[bytes]:
-    """``profile_object`` of each ref, yielded in ``refs``' order. With the
+) -> Iterator[Partial]:
+    """Each ref's ``Partial`` (as ``Partial.from_bytes(profile_object(...))``
+    gives it: see ``Partial.copy``), yielded in ``refs``' order. With the
     Arrow path on, the next ``READ_AHEAD`` objects are read (bytes, gunzip,
     Arrow's parse: mostly outside the GIL) on as many threads while this one
     profiles the current one: at most ``READ_AHEAD + 1`` objects are held at
@@ -474,7 +507,7 @@ def _in_process(
     cancelled and those under way are waited for."""
     if not arrow_enabled() or not refs:
         for ref in refs:
-            yield profile_object(ref, start, end, arrow=False, **kwargs)
+            yield _object_partial(ref, start, end, arrow=False, **kwargs).copy()
         return
     pool = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="arrow-read")
     try:
@@ -485,8 +518,9 @@ def _in_process(
             loaded = ahead.popleft().result()
             if i + READ_AHEAD < len(refs):
                 ahead.append(pool.submit(arrow_load, refs[i + READ_AHEAD]))
-            yield profile_object(ref, start, end, arrow=True, loaded=loaded, **kwargs)
+            part = _object_partial(ref, start, end, arrow=True, loaded=loaded, **kwargs)
             del loaded
+            yield part.copy()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -570,7 +604,7 @@ def _on_dask(
     start: datetime | None,
     end: datetime | None,
     kwargs: dict[str, Any],
-) -> Iterator[bytes]:
+) -> Iterator[Partial]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     # dask.distributed is untyped: these calls are checked by the Dask tests.
@@ -583,7 +617,7 @@ def _on_dask(
     try:
         futures = client.map(profile_object, refs, start=start, end=end, pure=False, **kwargs)
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
-            yield future.result()
+            yield Partial.from_bytes(future.result())
     finally:
         client.close()  # type: ignore[no-untyped-call]
         if cluster is not None:

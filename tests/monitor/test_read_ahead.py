@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
+from capture.profile import DatasetProfile
 from monitor_job import columnar, execute
-from monitor_job.execute import Partial, profile_window
+from monitor_job.execute import Partial, profile_object, profile_window
 from monitor_job.locations import ObjectRef
-from tests.monitor.test_columnar import END, START, T0, record, write
+from tests.monitor.test_columnar import END, START, T0, digest, record, write
 
 OBJECTS = 7
 
@@ -73,7 +74,7 @@ def test_partials_come_in_the_objects_order_whatever_order_reads_end_in(
     # Earlier objects read slower, so the reads ahead end first.
     _slow_loads(monkeypatch, {r.key: 0.05 * (OBJECTS - i) for i, r in enumerate(refs)})
     monkeypatch.setattr(execute, "READ_AHEAD", 3)
-    got = [Partial.from_bytes(data) for data in execute._in_process(refs, START, END, {})]
+    got = list(execute._in_process(refs, START, END, {}))
     assert [p.records for p in got] == [i + 1 for i in range(OBJECTS)]
     assert all(p.arrow_objects == 1 for p in got)
     ahead = _window(refs)
@@ -124,8 +125,8 @@ def test_stopping_early_cancels_the_reads_ahead(
 ) -> None:
     refs = objects(tmp_path)
     started = _slow_loads(monkeypatch, {r.key: 0.1 for r in refs[1:]})
-    results: Iterator[bytes] = execute._in_process(refs, START, END, {})
-    first = Partial.from_bytes(next(results))
+    results: Iterator[Partial] = execute._in_process(refs, START, END, {})
+    first = next(results)
     assert first.records == 1
     assert _readers()  # reads ahead under way
     results.close()  # waits for the reads under way; starts no other
@@ -142,16 +143,40 @@ def test_an_error_while_profiling_stops_the_reads_ahead(
 ) -> None:
     refs = objects(tmp_path)
     started = _slow_loads(monkeypatch, {r.key: 0.1 for r in refs})
-    profile = execute.profile_object
+    profile = execute._object_partial
 
-    def failing(ref: ObjectRef, *args: Any, **kw: Any) -> bytes:
+    def failing(ref: ObjectRef, *args: Any, **kw: Any) -> Partial:
         if ref.key == refs[1].key:
             raise OSError("disk gone")
         return profile(ref, *args, **kw)
 
-    monkeypatch.setattr(execute, "profile_object", failing)
+    monkeypatch.setattr(execute, "_object_partial", failing)
     with pytest.raises(OSError, match="disk gone"):
         _window(refs)
     assert not _readers()
     time.sleep(0.2)
     assert len(started) <= 2 + execute.READ_AHEAD  # none after the failure
+
+
+@pytest.mark.parametrize("arrow", ["1", "0"])
+def test_the_window_merges_what_each_objects_bytes_give(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arrow: str
+) -> None:
+    """In-process partials skip the bytes a Dask task sends, not their effect:
+    merged in order they give what the decoded bytes give. Many distinct
+    strings, so that the frequent-items sketches purge while merging (which
+    a sketch's item order decides, and a live sketch's differs)."""
+    monkeypatch.setenv(execute.ARROW_ENV, arrow)
+    refs = []
+    for i in range(4):
+        recs = [
+            record(j, [{"features": {"s": f"w{(j * 7 + i * 13) % 1300}"}, "prediction": j / 9}])
+            for j in range(1500)
+        ]
+        refs.append(write(tmp_path / "caps" / f"h-1-{i}.jsonl.gz", recs))
+    want = Partial(profiles={"": DatasetProfile()})  # as profile_window starts
+    for ref in refs:
+        want.merge(Partial.from_bytes(profile_object(ref, None, None, segments=["context.tier"])))
+    got = profile_window(refs, None, None, segments=["context.tier"], progress=False)
+    assert got.whole.rows == 6000
+    assert digest(got.to_bytes()) == digest(want.to_bytes())

@@ -1518,9 +1518,8 @@ class DatasetProfile:
             raise ValueError(f"profile meta is not JSON-serialisable: {exc}") from exc
 
     def copy(self) -> DatasetProfile:
-        """``from_bytes(to_bytes())``, without encoding and checking: what a
-        profile handed between threads of one process needs (see
-        ``ColumnProfile.copy``)."""
+        """``from_bytes(to_bytes())`` without encoding and checking, for a
+        profile that stays in this process (see ``ColumnProfile.copy``)."""
         prof = DatasetProfile(self.kll_k, orjson.loads(self._meta_bytes()))
         prof.rows = self.rows
         prof.columns = {name: col.copy() for name, col in self.columns.items()}

@@ -1327,6 +1327,25 @@ class ColumnProfile:
             "freq": _pack(self.freq.serialize()),
         }
 
+    def copy(self) -> ColumnProfile:
+        """``from_dict(to_dict())`` without the encoding: the same fields and
+        the same sketch bytes deserialised, so anything merged from the copy
+        comes out as from the decoded profile (a sketch's internal order, which
+        a frequent-items merge follows, is the deserialised one's)."""
+        col = ColumnProfile.__new__(ColumnProfile)
+        col.count, col.nulls, col.nan, col.inf = self.count, self.nulls, self.nan, self.inf
+        col.numeric_count = self.numeric_count
+        col.types = dict(self.types)
+        col.min = None if self.min is None else float(self.min)
+        col.max = None if self.max is None else float(self.max)
+        col.sum = float(self.sum) or 0.0  # as _dec_float(...) or 0.0: -0.0 becomes 0.0
+        col._mean = float(self._mean) or 0.0
+        col._m2 = float(self._m2) or 0.0
+        col.kll = ds.kll_doubles_sketch.deserialize(self.kll.serialize())
+        col.hll = ds.hll_sketch.deserialize(self.hll.serialize_compact())
+        col.freq = ds.frequent_strings_sketch.deserialize(self.freq.serialize())
+        return col
+
     @classmethod
     def from_dict(cls, d: Any) -> ColumnProfile:
         """Inverse of ``to_dict``; ``ValueError`` naming the bad field."""
@@ -1495,6 +1514,20 @@ class DatasetProfile:
         }
         try:
             return orjson.dumps(doc, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            raise ValueError(f"profile meta is not JSON-serialisable: {exc}") from exc
+
+    def copy(self) -> DatasetProfile:
+        """``from_bytes(to_bytes())`` without encoding and checking, for a
+        profile that stays in this process (see ``ColumnProfile.copy``)."""
+        prof = DatasetProfile(self.kll_k, orjson.loads(self._meta_bytes()))
+        prof.rows = self.rows
+        prof.columns = {name: col.copy() for name, col in self.columns.items()}
+        return prof
+
+    def _meta_bytes(self) -> bytes:
+        try:
+            return orjson.dumps(self.meta, option=orjson.OPT_NON_STR_KEYS)
         except TypeError as exc:
             raise ValueError(f"profile meta is not JSON-serialisable: {exc}") from exc
 

@@ -21,8 +21,9 @@ Reading: an object of the capture's own records is read by the Arrow path
 vouch for giving the row path's exact rows, and by the row path
 (``read_records`` + ``FlatColumns``) otherwise; ``Partial`` counts the
 objects each way and the fallbacks by reason (logged at INFO, not part of
-the results). In-process, the next object is read on a second thread while
-the current one is profiled. ``MODELTAP_MONITOR_ARROW=0`` turns it off.
+the results). In-process, the next ``READ_AHEAD`` objects are read, each on
+its own thread, while the current one is profiled; the profiles are still
+merged in the objects' order. ``MODELTAP_MONITOR_ARROW=0`` turns it off.
 
 Speed: rows are profiled in batches of ``BATCH_ROWS`` (large enough for the
 frequent-items pre-filter to drop one-off values; see
@@ -39,10 +40,11 @@ import math
 import os
 import re
 import sys
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,6 +66,8 @@ BATCH_ROWS = 16384
 GC_THRESHOLD = 100_000  # gen-0 allocations between collections while reading
 MAX_SEGMENT_VALUES = 20
 MAX_PROBLEMS = 20
+#: Objects read ahead, each on its own thread, while one is profiled.
+READ_AHEAD = 2
 VERSION_COLUMN = "model.version"
 #: "0" turns the Arrow read path off (every object goes the row path).
 ARROW_ENV = "MODELTAP_MONITOR_ARROW"
@@ -139,6 +143,16 @@ class Partial:
         read = {"arrow_objects": self.arrow_objects, "fallbacks": self.fallbacks}
         return orjson.dumps({"counts": counts, "read": read, "profiles": profiles})
 
+    def copy(self) -> Partial:
+        """``from_bytes(to_bytes())`` without the encoding (``DatasetProfile.copy``):
+        how an in-process partial reaches the merge, so that a window merges
+        what Dask tasks' bytes would give (merging the live sketches could
+        keep other frequent items)."""
+        profiles = {k: p.copy() for k, p in self.profiles.items()}
+        return replace(
+            self, profiles=profiles, problems=list(self.problems), fallbacks=dict(self.fallbacks)
+        )
+
     @classmethod
     def from_bytes(cls, data: bytes) -> Partial:
         doc = orjson.loads(data)
@@ -204,10 +218,6 @@ def _collector_held() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _copy(prof: DatasetProfile) -> DatasetProfile:
-    return DatasetProfile.from_bytes(prof.to_bytes())
-
-
 def profile_object(
     ref: ObjectRef,
     start: datetime | None,
@@ -232,6 +242,32 @@ def profile_object(
     ``loaded`` is the object already read by ``arrow_load`` (or the reason
     it could not be).
     """
+    return _object_partial(
+        ref,
+        start,
+        end,
+        segments=segments,
+        csv_columns=csv_columns,
+        kll_k=kll_k,
+        profiled_hours=profiled_hours,
+        arrow=arrow,
+        loaded=loaded,
+    ).to_bytes()
+
+
+def _object_partial(
+    ref: ObjectRef,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    segments: Sequence[str] = (),
+    csv_columns: Sequence[str] | None = None,
+    kll_k: int = KLL_K,
+    profiled_hours: Sequence[int] = (),
+    arrow: bool | None = None,
+    loaded: Loaded | str | None = None,
+) -> Partial:
+    """``profile_object``'s ``Partial`` (not encoded)."""
     if arrow is None:
         arrow = arrow_enabled()
     reason = None
@@ -285,7 +321,7 @@ def _profile_object(
     kll_k: int,
     profiled_hours: Sequence[int],
     fallback: str | None = None,
-) -> bytes:
+) -> Partial:
     part = Partial(objects=1, fallbacks={fallback: 1} if fallback else {})
     job = _ObjectProfile(part, segments, kll_k)
     hours = frozenset(profiled_hours)
@@ -313,7 +349,7 @@ def _profile_object(
         job.profile(batch)
     job.finish()
     job.segment_only(held)
-    return part.to_bytes()
+    return part
 
 
 def _profile_loaded(
@@ -323,7 +359,7 @@ def _profile_loaded(
     segments: Sequence[str],
     kll_k: int,
     profiled_hours: Sequence[int],
-) -> bytes:
+) -> Partial:
     """``_profile_object`` of an object read by the Arrow path (``Fallback``
     if it holds records of ``profiled_hours``)."""
     from monitor_job.columnar import Fallback, window_mask
@@ -344,7 +380,7 @@ def _profile_loaded(
     for batch in loaded.batches(keep, BATCH_ROWS):
         job.profile(batch)
     job.finish()
-    return part.to_bytes()
+    return part
 
 
 class _ObjectProfile:
@@ -372,7 +408,7 @@ class _ObjectProfile:
         for a custom segment, what rows of profiled hours already gave it)."""
         prof = self.part.profiles.get(key)
         if prof is None:
-            self.part.profiles[key] = _copy(self.whole)
+            self.part.profiles[key] = self.whole.copy()
         else:
             prof.merge(self.whole)
 
@@ -435,15 +471,15 @@ def profile_window(
         "profiled_hours": sorted(hours),
     }
     if dask:
-        results: Iterable[bytes] = _on_dask(dask, records, start, end, kwargs)
+        results: Iterable[Partial] = _on_dask(dask, records, start, end, kwargs)
     else:
         results = _in_process(records, start, end, kwargs)
     if progress and records:
         from tqdm import tqdm
 
         results = tqdm(results, total=len(records), desc=label, unit="obj", file=sys.stderr)
-    for data in results:
-        total.merge(Partial.from_bytes(data))
+    for part in results:
+        total.merge(part)
     if records:
         log.info(
             "%s: %d of %d capture objects read by the Arrow path; fallbacks: %s",
@@ -460,23 +496,33 @@ def _in_process(
     start: datetime | None,
     end: datetime | None,
     kwargs: dict[str, Any],
-) -> Iterator[bytes]:
-    """``profile_object`` of each ref in order; with the Arrow path on, the
-    next object is read (bytes, gunzip, Arrow's parse: mostly outside the GIL)
-    on a second thread while this one profiles the current one. At most two
-    objects are held at once."""
+) -> Iterator[Partial]:
+    """Each ref's ``Partial`` (as ``Partial.from_bytes(profile_object(...))``
+    gives it: see ``Partial.copy``), yielded in ``refs``' order. With the
+    Arrow path on, the next ``READ_AHEAD`` objects are read (bytes, gunzip,
+    Arrow's parse: mostly outside the GIL) on as many threads while this one
+    profiles the current one: at most ``READ_AHEAD + 1`` objects are held at
+    once. A read that fails makes that object go the row path (``arrow_load``
+    never raises); when the caller stops early, reads not yet started are
+    cancelled and those under way are waited for."""
     if not arrow_enabled() or not refs:
         for ref in refs:
-            yield profile_object(ref, start, end, arrow=False, **kwargs)
+            yield _object_partial(ref, start, end, arrow=False, **kwargs).copy()
         return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="arrow-read") as pool:
-        ahead: Future[Loaded | str] = pool.submit(arrow_load, refs[0])
+    pool = ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="arrow-read")
+    try:
+        ahead: deque[Future[Loaded | str]] = deque(
+            pool.submit(arrow_load, ref) for ref in refs[:READ_AHEAD]
+        )
         for i, ref in enumerate(refs):
-            loaded = ahead.result()
-            if i + 1 < len(refs):
-                ahead = pool.submit(arrow_load, refs[i + 1])
-            yield profile_object(ref, start, end, arrow=True, loaded=loaded, **kwargs)
+            loaded = ahead.popleft().result()
+            if i + READ_AHEAD < len(refs):
+                ahead.append(pool.submit(arrow_load, refs[i + READ_AHEAD]))
+            part = _object_partial(ref, start, end, arrow=True, loaded=loaded, **kwargs)
             del loaded
+            yield part.copy()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 _PARTITION_HOUR = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/hour=(\d{2})/")
@@ -558,7 +604,7 @@ def _on_dask(
     start: datetime | None,
     end: datetime | None,
     kwargs: dict[str, Any],
-) -> Iterator[bytes]:
+) -> Iterator[Partial]:
     from dask.distributed import Client, LocalCluster, as_completed
 
     # dask.distributed is untyped: these calls are checked by the Dask tests.
@@ -571,7 +617,7 @@ def _on_dask(
     try:
         futures = client.map(profile_object, refs, start=start, end=end, pure=False, **kwargs)
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
-            yield future.result()
+            yield Partial.from_bytes(future.result())
     finally:
         client.close()  # type: ignore[no-untyped-call]
         if cluster is not None:

@@ -634,3 +634,38 @@ def test_numpy_hll_path_sets_the_registers_one_call_per_key_would(
     assert fast.hll.serialize_compact()[40:] == slow.hll.serialize_compact()[40:]
     assert fast.distinct() == pytest.approx(slow.distinct(), rel=0.02)
     assert fast.top(5) == slow.top(5)
+
+
+def test_copy_is_the_decoded_profile_and_merges_as_it_does() -> None:
+    """``copy()`` stands for ``from_bytes(to_bytes())`` between threads: the same
+    document, and merges that give the same frequent items (a purge depends on
+    the order a sketch's items come out in, which is the deserialised one's)."""
+    rng = np.random.default_rng(11)
+    parts = []
+    for i in range(6):
+        prof = DatasetProfile(meta={"part": i})
+        for _ in range(2):
+            n = 5000
+            prof.update_columns(
+                {
+                    "s": [f"v{k}" for k in rng.zipf(1.2, n) % 20000],  # > FREQ_LG_MAX's map
+                    "x": rng.normal(size=n),
+                    "z": np.array([-0.0] * n),
+                    "m": [None, "a", 1, float("nan"), math.inf] * (n // 5),
+                },
+                n,
+            )
+        parts.append(prof)
+    parts[0].columns["z"].sum = parts[0].columns["z"]._mean = -0.0  # decoded as 0.0
+    for prof in parts:
+        decoded = DatasetProfile.from_bytes(prof.to_bytes())
+        assert prof.copy().to_bytes() == decoded.to_bytes()
+        assert prof.copy() is not prof and prof.copy().columns["s"] is not prof.columns["s"]
+    by_copy, by_bytes = DatasetProfile(), DatasetProfile()
+    for prof in parts:
+        by_copy.merge(prof.copy())
+        by_bytes.merge(DatasetProfile.from_bytes(prof.to_bytes()))
+    assert by_copy.rows == by_bytes.rows and list(by_copy.columns) == list(by_bytes.columns)
+    for name, col in by_copy.columns.items():
+        assert _without_kll(col) == _without_kll(by_bytes.columns[name])
+    assert by_copy.columns["x"].kll.n == by_bytes.columns["x"].kll.n == 60000

@@ -22,7 +22,13 @@ from capture.errors import ConfigError
 
 def main(argv: list[str] | None = None) -> int:
     from server.settings import ProxySettings, cli_environ
-    from server.workers import LOG_FORMAT, serve_workers, tune_gc, tune_interpreter
+    from server.workers import (
+        LOG_FORMAT,
+        UVICORN_OPTIONS,
+        serve_workers,
+        tune_gc,
+        tune_interpreter,
+    )
 
     tune_interpreter()
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -46,10 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        **UVICORN_OPTIONS,
     )
     server = uvicorn.Server(config)
     tune_gc()

@@ -49,7 +49,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -95,6 +95,18 @@ def tune_gc() -> None:
 # -- parent ---------------------------------------------------------------------
 
 
+#: uvicorn settings of both entry points. ``proxy_headers`` off: the proxy
+#: writes X-Forwarded-For/-Proto/-Host itself from the connection it accepted;
+#: uvicorn's default would take a loopback caller's X-Forwarded-For as the
+#: client, and the proxy would then append that address instead of the peer.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "lifespan": "on",
+    "log_level": "warning",
+    "access_log": False,
+    "proxy_headers": False,
+}
+
+
 def serve_workers(settings: ProxySettings, env: dict[str, str]) -> int:
     """Run ``settings.workers`` workers until SIGTERM/SIGINT; the exit status."""
     from uvicorn.supervisors import Multiprocess
@@ -108,10 +120,8 @@ def serve_workers(settings: ProxySettings, env: dict[str, str]) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        lifespan="on",
-        log_level="warning",
-        access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_timeout_s),
+        **UVICORN_OPTIONS,
     )
     try:
         sock = config.bind_socket()  # exits 3 with uvicorn's message when the port is taken

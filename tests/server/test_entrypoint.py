@@ -1,6 +1,7 @@
 """``python -m server`` as a real process: settings errors, startup checks,
 and SIGTERM under load."""
 
+import json
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from tests.servers import free_port
 from tests.support import all_records, wait_for
@@ -123,3 +125,39 @@ def _healthy(url):
         return httpx.get(url + "/_modeltap/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_forwarded_headers_name_the_peer_the_proxy_saw(tmp_path, model_url, workers):
+    # A caller on loopback (a sidecar's usual neighbour) that sends its own
+    # X-Forwarded-For: the proxy appends the peer it saw, and sets the proto of
+    # the connection it accepted, whatever uvicorn trusts by default.
+    port = free_port()
+    p = start(
+        {
+            "MODELTAP_UPSTREAM_URL": model_url,
+            "MODELTAP_PORT": str(port),
+            "MODELTAP_SINK": str(tmp_path / "captures"),
+            "MODELTAP_WORKERS": workers,
+        },
+        tmp_path,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _healthy(url), timeout=30), p.stderr.read() if p.poll() else ""
+        r = httpx.post(
+            url + "/echo",
+            content=b"x",
+            headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"},
+            timeout=10,
+        )
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    seen = json.loads(r.headers["x-echo-headers"])
+    assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"
+    assert seen["x-forwarded-proto"] == "http"

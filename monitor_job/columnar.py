@@ -148,6 +148,14 @@ def _find_all(arr: np.ndarray, word: bytes, anchor: int) -> np.ndarray:
     return at
 
 
+def _holds(data: bytes, arr: np.ndarray, word: bytes, anchor: int) -> bool:
+    """Whether ``word`` occurs in ``data`` (``arr`` its bytes). Its rare byte is
+    looked for first with ``in`` (memchr: ~0.2 ms over a 6 MB object, against
+    ~0.6 ms for a numpy pass and ~3 ms for ``word in data``), so the usual
+    object, which lacks it, costs no numpy pass."""
+    return word[anchor : anchor + 1] in data and bool(_find_all(arr, word, anchor).size)
+
+
 def _int_minus_zero(data: bytes) -> bool:
     """Whether ``data`` may spell an int -0: orjson's int 0 but Arrow's -0.0
     (-0.0 is -0.0 to both). A "-0" where a value starts (after ":", ",", "["
@@ -176,7 +184,7 @@ def _lines(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     arr = np.frombuffer(data, np.uint8)
     # NaN/Infinity: read_records reads such lines with json.loads, and Arrow
     # takes "Inf" too. captureData: SageMaker lines (read_records converts them).
-    if any(_find_all(arr, word, at).size for word, at in _ODD):
+    if any(_holds(data, arr, word, at) for word, at in _ODD):
         raise Fallback("bytes")
     # One object per line, no blank or whitespace lines: every line starts
     # with "{" and ends with "}". A JSON value cannot then span lines, so

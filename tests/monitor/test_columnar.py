@@ -626,6 +626,17 @@ def test_lines_that_change_nothing_are_read_by_arrow(tmp_path: Path) -> None:
     arrow_read(write(tmp_path / "m" / "a.jsonl.gz", lines), segments=["c"])
 
 
+def test_the_odd_words_rare_bytes_alone_change_nothing(tmp_path: Path) -> None:
+    # "N", "I" and "D" (NaN's, Inf's and captureData's rare bytes) are looked
+    # for first; their presence without the word must not fall back.
+    lines = [
+        line.replace(b'"c":"v0"', b'"c":"NY Idaho Dallas"').replace(b'"c":"v1"', b'"c":"Na In"')
+        for line in _lines()
+    ]
+    assert any(b"NY Idaho" in line for line in lines) and any(b"Na In" in line for line in lines)
+    arrow_read(write(tmp_path / "m" / "a.jsonl.gz", lines), segments=["c"])
+
+
 def test_a_corrupt_gzip_raises_as_the_row_path_does(tmp_path: Path) -> None:
     path = tmp_path / "m" / "a.jsonl.gz"
     data = gzip.compress(b"".join(line + b"\n" for line in _lines()))

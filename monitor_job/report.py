@@ -331,6 +331,8 @@ def _summary(summary: dict[str, Any]) -> str:
             continue
         if isinstance(value, list | tuple):
             text = "<br>".join(_e(v) for v in value) or DASH
+        elif isinstance(value, dict):
+            text = ", ".join(f"{_e(k)}: {_num(v)}" for k, v in value.items()) or DASH
         else:
             text = _num(value)
         rows.append(f"<tr><th>{_e(key.replace('_', ' '))}</th><td>{text}</td></tr>")

@@ -604,3 +604,12 @@ def test_model_quality_section_robust(tmp_path: Path, scene: dict[str, Any]) -> 
     section.feed(_quality_html(raw))
     text = "".join(section.text)
     assert EVIL in text and "v<1>" in text and "\u2013" in text
+
+
+def test_summary_dicts_read_as_key_value_pairs() -> None:
+    from monitor_job.report import DASH, _summary
+
+    html = _summary({"rows": 500, "traffic_rows": 2000, "sampled_rows": {"0.25": 500}, "x": {}})
+    assert "<th>traffic rows</th><td>2,000</td>" in html
+    assert "<th>sampled rows</th><td>0.25: 500</td>" in html
+    assert f"<th>x</th><td>{DASH}</td>" in html

@@ -27,6 +27,9 @@ Checks (SageMaker's six, then ours):
   column included).
 - ``volume_check``: no rows at all; rows per hour outside
   [min_ratio, max_ratio] times the expected rate, or the previous window's.
+  Rows are counted as traffic: a row of a record the sampler kept at rate
+  r counts 1/r times (``Partial.traffic_rows``), so sampling at 10%, or
+  moving from 100% to 10% between two windows, is not a volume change.
 - ``prediction_drift_check``: the model's output columns, against the
   baseline's when it has them, else against the previous window.
 
@@ -242,8 +245,14 @@ def run_checks(
     previous: DatasetProfile | None = None,
     window_hours: float | None = None,
     segment: str | None = None,
+    traffic_rows: float | None = None,
+    previous_traffic_rows: float | None = None,
 ) -> CheckResult:
-    """Every check of the window ``current``; ``segment`` limits to per-column checks."""
+    """Every check of the window ``current``; ``segment`` limits to per-column checks.
+
+    ``traffic_rows`` and ``previous_traffic_rows``: the rows of traffic each
+    window stands for (``Partial.traffic_rows``), for the volume check;
+    the profiles' own row counts when not given."""
     cfg = monitoring_config(constraints)
     mt = cfg["modeltap"]
     result = CheckResult()
@@ -260,7 +269,7 @@ def run_checks(
     matches = match_columns(set(features), set(current.columns))
     by_base = {b: c for c, b in matches.items()}
     if segment is None:
-        _volume(ctx, current, previous, window_hours)
+        _volume(ctx, current, previous, window_hours, traffic_rows, previous_traffic_rows)
     if current.rows == 0:
         return result
     if current.rows < int(mt["min_rows"]):
@@ -359,30 +368,43 @@ def _column(
 
 
 def _volume(
-    ctx: _Ctx, current: DatasetProfile, previous: DatasetProfile | None, hours: float | None
+    ctx: _Ctx,
+    current: DatasetProfile,
+    previous: DatasetProfile | None,
+    hours: float | None,
+    traffic: float | None,
+    previous_traffic: float | None,
 ) -> None:
     vol = ctx.cfg["modeltap"]["volume"]
     lo, hi = float(vol["min_ratio"]), float(vol["max_ratio"])
     if current.rows == 0:
         ctx.violate(DATASET, "volume_check", "no rows in the window")
         return
+    rows = current.rows if traffic is None else traffic
+    said = _rows_said(current.rows, rows)
     expected = vol.get("expected_rows_per_hour")
     if expected and hours:
-        ratio = current.rows / (float(expected) * hours)
+        ratio = rows / (float(expected) * hours)
         if not lo <= ratio <= hi:
             ctx.violate(
                 DATASET,
                 "volume_check",
-                f"{current.rows / hours:.0f} rows/hour is {ratio:.2f}x the expected "
+                f"{rows / hours:.0f} rows/hour{said} is {ratio:.2f}x the expected "
                 f"{expected} (allowed {lo}-{hi}x)",
             )
     min_rows = int(ctx.cfg["modeltap"]["min_rows"])
-    if previous is not None and previous.rows >= min_rows:
-        ratio = current.rows / previous.rows
+    if previous is not None and previous.rows >= min_rows:  # enough sampled rows to judge
+        before = previous.rows if previous_traffic is None else previous_traffic
+        ratio = rows / before
         if not lo <= ratio <= hi:
             ctx.violate(
                 DATASET,
                 "volume_check",
-                f"{current.rows} rows is {ratio:.2f}x the previous window's {previous.rows} "
-                f"(allowed {lo}-{hi}x)",
+                f"{rows:.0f} rows{said} is {ratio:.2f}x the previous window's {before:.0f}"
+                f"{_rows_said(previous.rows, before)} (allowed {lo}-{hi}x)",
             )
+
+
+def _rows_said(sampled: int, traffic: float) -> str:
+    """How a row count was had, when sampling weighted it."""
+    return "" if traffic == sampled else f" of traffic (from {sampled} sampled)"

@@ -225,7 +225,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     hours = (end - start).total_seconds() / 3600
     prev_whole = previous.whole if previous is not None else None
     result = run_checks(
-        baseline, constraints, current.whole, previous=prev_whole, window_hours=hours
+        baseline,
+        constraints,
+        current.whole,
+        previous=prev_whole,
+        window_hours=hours,
+        traffic_rows=current.traffic_rows,
+        previous_traffic_rows=previous.traffic_rows if previous is not None else None,
     )
     for key, prof in sorted(current.profiles.items()):
         if key:
@@ -239,6 +245,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "window_end": end.isoformat(),
         "baseline_rows": baseline.rows,
         "previous_rows": prev_whole.rows if prev_whole is not None else None,
+        # rows of traffic the window's rows stand for (volume_check; Partial.traffic_rows)
+        "traffic_rows": round(current.traffic_rows),
+        "previous_traffic_rows": round(previous.traffic_rows) if previous is not None else None,
         "status": "violations" if result.violations else "clean",
         "violations": len(result.violations),
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -503,7 +512,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label", help="the label column (kept out of the checks)")
     b.add_argument("--ignore", action="append", help="a column to leave unchecked (repeat)")
     b.add_argument("--kll-k", type=int, default=1000, help="quantile sketch size (default 1000)")
-    b.add_argument("--expected-rows-per-hour", type=float, help="for volume_check")
+    b.add_argument(
+        "--expected-rows-per-hour",
+        type=float,
+        help="for volume_check: rows of traffic per hour, sampled or not (a record kept at "
+        "rate r counts 1/r times)",
+    )
     b.add_argument(
         "--holdout-metrics",
         metavar="FILE",

@@ -25,7 +25,9 @@ found by counting the brackets outside strings (``_depth_at``). Then
 
 - the heads (up to the cut, closed with ``}``), keeping ``schema``,
   ``time``, ``model.version`` and ``parse.error``: other fields are skipped
-  but parsed, so invalid JSON anywhere in them fails the object;
+  but parsed, so invalid JSON anywhere in them fails the object (and a
+  ``sampling`` there falls back: the tail's is the one read, for the
+  volume check's weights, ``Loaded.sampled_rows``);
 - the tails (from the cut, opened with ``{``), with a schema taken from the
   object's first record and no other field allowed: a record with a key the
   first lacks, at any depth, fails the parse instead of being dropped, and
@@ -339,6 +341,7 @@ _HEAD = pa.schema(
         ("model", pa.struct([("version", pa.string())])),
         ("parse", pa.struct([("error", pa.string())])),
         ("captureData", pa.struct([])),
+        ("sampling", pa.struct([])),  # read from the tail: one in a head falls back
     ]
 )
 
@@ -455,6 +458,7 @@ class Loaded:
     records: int
     times: Any  # Arrow strings, one per record
     parse_error: np.ndarray  # bool per record: a truthy parse.error
+    rates: np.ndarray  # per record: the rate readers.sampled_rate gives, NaN for None
     lengths: np.ndarray  # rows per record (each >= 1)
     parent: np.ndarray  # record of each row
     record_columns: dict[str, Any]  # per record (Arrow arrays)
@@ -495,6 +499,16 @@ class Loaded:
         micros = (base + minutes * 60 + seconds) * 1_000_000 + millis * 1000
         epochs: np.ndarray = micros / 1_000_000  # exact int64 -> float64, one rounding
         return epochs
+
+    def sampled_rows(self, keep: np.ndarray) -> dict[str, int]:
+        """Rows of the kept records by the rate the sampler kept them at
+        (``Partial.sampled_rows``; keys as ``readers.sampled_rate`` spells them)."""
+        sel = keep & ~np.isnan(self.rates)
+        if not sel.any():
+            return {}
+        rates, index = np.unique(self.rates[sel], return_inverse=True)
+        rows = np.bincount(index, weights=self.lengths[sel]).astype(np.int64)
+        return {repr(r): int(n) for r, n in zip(rates.tolist(), rows.tolist(), strict=True)}
 
     def batches(self, keep: np.ndarray, batch_rows: int) -> Iterator[ArrowBatch]:
         """The rows of the kept records, cut where the row path's batches end:
@@ -601,7 +615,7 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
     schema = _whole(head, "schema").to_numpy(zero_copy_only=False)
     if not bool((schema == 1).all()):
         raise Fallback("shape")
-    if head.column("captureData").null_count != lines:
+    if any(head.column(key).null_count != lines for key in ("captureData", "sampling")):
         raise Fallback("shape")
     times = _whole(head, "time")
     model = _whole(head, "model")
@@ -616,6 +630,7 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
     else:
         parse = head.column("parse").combine_chunks(memory_pool=_POOL)
     parse_error = _truthy(parse)
+    rates = _sampled_rates(tail, lines)
     record_columns: dict[str, Any] = {}
     levels = {"context": _whole(tail, "context"), "lookups": _whole(tail, "lookups")}
     for name, level, path in shape.record:
@@ -649,6 +664,7 @@ def load(ref: ObjectRef, *, threads: bool = False) -> Loaded:
         records=lines,
         times=times,
         parse_error=parse_error,
+        rates=rates,
         lengths=lengths.astype(np.int64),
         parent=parent,
         record_columns=record_columns,
@@ -674,6 +690,34 @@ def _truthy(parse: Any) -> np.ndarray:
         pc.and_(parse.is_valid(), error.is_valid()), pc.greater(pc.utf8_length(error), 0)
     )
     out: np.ndarray = truthy.fill_null(False).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _sampled_rates(tail: pa.Table, lines: int) -> np.ndarray:
+    """Per record, ``readers.sampled_rate`` as a float (NaN for None): the
+    ``sampling.rate`` of a record whose ``sampling.reason`` is "sampled",
+    when strictly between 0 and 1. A ``sampling`` typed otherwise than the
+    capture writes it (not an object, a rate that is not a number, a reason
+    that is not a string) gives None throughout, as the row path reads such
+    values."""
+    out = np.full(lines, np.nan)
+    if "sampling" not in tail.schema.names:
+        return out
+    sampling = tail.column("sampling").combine_chunks(memory_pool=_POOL)
+    if not pa.types.is_struct(sampling.type):
+        return out
+    names = [sampling.type.field(i).name for i in range(sampling.type.num_fields)]
+    if "rate" not in names or "reason" not in names:
+        return out
+    rate, reason = sampling.field("rate"), sampling.field("reason")
+    if not pa.types.is_floating(rate.type) or not pa.types.is_string(reason.type):
+        return out
+    sampled = pc.and_(
+        pc.and_(sampling.is_valid(), rate.is_valid()), pc.equal(reason, "sampled")
+    ).fill_null(False)
+    x = rate.fill_null(np.nan).to_numpy(zero_copy_only=False)
+    sel = sampled.to_numpy(zero_copy_only=False) & (x > 0) & (x < 1)
+    out[sel] = x[sel]
     return out
 
 

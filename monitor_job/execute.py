@@ -55,7 +55,7 @@ from capture.profile import KLL_K, DatasetProfile, canonical
 from capture.record import parse_time
 from capture.rows import FlatColumns
 from monitor_job.locations import open_location
-from monitor_job.readers import InputError, ObjectRef, _epoch, flatten, read_records
+from monitor_job.readers import InputError, ObjectRef, _epoch, flatten, read_records, sampled_rate
 
 if TYPE_CHECKING:
     from monitor_job.columnar import Loaded
@@ -96,6 +96,10 @@ class Partial:
     traffic_profiles: int = 0  # full-traffic profile objects used
     profiled_hours: int = 0  # hours whose distributions come from them
     problems: list[str] = field(default_factory=list)
+    # Rows of records the sampler kept at a rate below 1, by rate (readers.sampled_rate):
+    # each stands for 1/rate rows of traffic (traffic_rows). Exact ints, so a
+    # window's estimate does not depend on the order its objects merge in.
+    sampled_rows: dict[str, int] = field(default_factory=dict)
     # How objects were read (not in counts(): the results do not depend on it).
     arrow_objects: int = 0
     fallbacks: dict[str, int] = field(default_factory=dict)  # reason -> objects
@@ -103,6 +107,20 @@ class Partial:
     @property
     def whole(self) -> DatasetProfile:
         return self.profiles.setdefault("", DatasetProfile())
+
+    @property
+    def traffic_rows(self) -> float:
+        """The rows of traffic the whole profile stands for: its rows, with
+        each row of a record the sampler kept at rate r counted 1/r times
+        (Horvitz-Thompson; a record kept as an error or slow, and every row
+        of a full-traffic profile, counts once). What ``volume_check``
+        compares, so a sampling rate, or a change of it between windows,
+        is not taken for a change of traffic."""
+        extra = sum(n * (1.0 / float(rate) - 1.0) for rate, n in sorted(self.sampled_rows.items()))
+        return self.whole.rows + extra
+
+    def add_sampled(self, rate: str, rows: int) -> None:
+        self.sampled_rows[rate] = self.sampled_rows.get(rate, 0) + rows
 
     def merge(self, other: Partial) -> None:
         for key, prof in other.profiles.items():
@@ -119,6 +137,8 @@ class Partial:
         self.traffic_profiles += other.traffic_profiles
         self.profiled_hours += other.profiled_hours
         self.problems.extend(other.problems[: max(0, MAX_PROBLEMS - len(self.problems))])
+        for rate, n in other.sampled_rows.items():
+            self.add_sampled(rate, n)
         self.arrow_objects += other.arrow_objects
         for reason, n in other.fallbacks.items():
             self.fallbacks[reason] = self.fallbacks.get(reason, 0) + n
@@ -134,6 +154,7 @@ class Partial:
             "traffic_profiles": self.traffic_profiles,
             "profiled_hours": self.profiled_hours,
             "problems": self.problems,
+            "sampled_rows": dict(sorted(self.sampled_rows.items())),
         }
 
     def to_bytes(self) -> bytes:
@@ -150,7 +171,11 @@ class Partial:
         keep other frequent items)."""
         profiles = {k: p.copy() for k, p in self.profiles.items()}
         return replace(
-            self, profiles=profiles, problems=list(self.problems), fallbacks=dict(self.fallbacks)
+            self,
+            profiles=profiles,
+            problems=list(self.problems),
+            fallbacks=dict(self.fallbacks),
+            sampled_rows=dict(self.sampled_rows),
         )
 
     @classmethod
@@ -340,9 +365,14 @@ def _profile_object(
                 job.segment_only(held)
                 held.clear()
             continue
-        if not batch.add(record):
+        added = batch.add(record)
+        if not added:
             part.records_without_rows += 1
-        elif len(batch) >= BATCH_ROWS:
+            continue
+        rate = sampled_rate(record)
+        if rate is not None:
+            part.add_sampled(rate, added)
+        if len(batch) >= BATCH_ROWS:
             job.profile(batch)
             batch.clear()
     if batch:
@@ -377,6 +407,8 @@ def _profile_loaded(
         keep = np.ones(loaded.records, dtype=bool)
     part.records = int(keep.sum())
     part.parse_errors = int((loaded.parse_error & keep).sum())
+    for rate, rows in loaded.sampled_rows(keep).items():
+        part.add_sampled(rate, rows)
     for batch in loaded.batches(keep, BATCH_ROWS):
         job.profile(batch)
     job.finish()

@@ -153,6 +153,26 @@ _OUR_TIME = re.compile(
 _HOURS: dict[str, float] = {}
 
 
+def sampled_rate(record: Any) -> str | None:
+    """The rate a record was kept at by the sampler, when it stands for more
+    traffic than itself: ``sampling.reason`` "sampled" with a ``sampling.rate``
+    number strictly between 0 and 1, as ``repr`` of the float (a key that
+    the Arrow path spells alike). None for any other record: one kept as an
+    error or as slow (kept whatever the rate: it stands for itself), one kept
+    at rate 1, one without a ``sampling`` field (SageMaker captures, labels).
+    The volume check counts a record's rows ``1 / rate`` times
+    (``Partial.traffic_rows``)."""
+    sampling = record.get("sampling") if isinstance(record, dict) else None
+    if not isinstance(sampling, dict) or sampling.get("reason") != "sampled":
+        return None
+    rate = sampling.get("rate")
+    if type(rate) is not float and type(rate) is not int:  # bool is not a rate
+        return None
+    if not 0 < rate < 1:  # NaN too
+        return None
+    return repr(float(rate))
+
+
 def record_time(value: Any) -> float | None:
     """Epoch seconds of a record's time: ``parse_time``, to the same float."""
     m = _OUR_TIME.fullmatch(value) if type(value) is str and len(value) == 24 else None

@@ -140,6 +140,46 @@ def test_previous_window_and_records_outside_the_window(baseline_dir: Path, tmp_
     assert cols["f0"]["previous_drift"]["ks"] is not None
 
 
+def test_volume_counts_sampled_records_as_the_traffic_they_stand_for(
+    baseline_dir: Path, tmp_path: Path
+) -> None:
+    # The hour before: 2,000 requests, all kept. This hour: 2,000 requests
+    # kept at 25%, then the same sampling with traffic down to 400 requests.
+    prev = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+    steady = tmp_path / "steady"
+    write_captures(steady, normal_instances(2000, seed=5), prev, 3600)
+    write_captures(steady, normal_instances(2000, seed=6), T0, 3600, sample_rate=0.25)
+    out = tmp_path / "out-steady"
+    run_cli(steady, baseline_dir, out, *WINDOW)
+    summary = orjson.loads((out / "statistics.json").read_bytes())["modeltap"]["summary"]
+    assert 350 < summary["rows"] < 650  # ~500 sampled of 2,000
+    assert summary["traffic_rows"] == 4 * summary["rows"]
+    assert summary["sampled_rows"] == {"0.25": summary["rows"]}
+    assert summary["previous_rows"] == summary["previous_traffic_rows"] == 2000
+    assert ("(dataset)", "volume_check") not in _checks(_violations(out))
+
+    fell = tmp_path / "fell"
+    write_captures(fell, normal_instances(2000, seed=5), prev, 3600)
+    write_captures(fell, normal_instances(400, seed=6), T0, 3600, sample_rate=0.25)
+    out = tmp_path / "out-fell"
+    assert run_cli(fell, baseline_dir, out, *WINDOW) == 1
+    volume = [v for v in _violations(out) if v["constraint_check_type"] == "volume_check"]
+    assert len(volume) == 1 and "of traffic (from" in volume[0]["description"]
+
+
+def test_expected_volume_is_traffic_whatever_the_sampling(tmp_path: Path) -> None:
+    data = training_csv(tmp_path / "train.csv")
+    base = tmp_path / "baseline"
+    flags = ["--label", "label", "--expected-rows-per-hour", "2000"]
+    assert main(["baseline", "--data", str(data), "--out", str(base), *flags]) == 0
+    for rate, served, alarm in ((0.2, 2000, False), (1.0, 2000, False), (0.2, 600, True)):
+        caps = tmp_path / f"captures-{rate}-{served}"
+        write_captures(caps, normal_instances(served, seed=9), T0, 3600, sample_rate=rate)
+        out = tmp_path / f"out-{rate}-{served}"
+        run_cli(caps, base, out, "--no-previous", *WINDOW)
+        assert (("(dataset)", "volume_check") in _checks(_violations(out))) == alarm, (rate, served)
+
+
 def test_segments_by_model_version(baseline_dir: Path, tmp_path: Path) -> None:
     caps = tmp_path / "captures"
     write_captures(caps, normal_instances(1500, seed=8), T0, 1800, version="1")

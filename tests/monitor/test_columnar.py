@@ -22,7 +22,7 @@ import pytest
 
 from monitor_job.execute import ARROW_ENV, Partial, profile_object, profile_window
 from monitor_job.locations import InputError, ObjectRef
-from monitor_job.readers import list_captures
+from monitor_job.readers import list_captures, sampled_rate
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=timezone.utc)
 START, END = T0, T0 + timedelta(hours=2)
@@ -750,7 +750,9 @@ def test_record_times_are_read_as_record_time_reads_them() -> None:
     def loaded(times: list[str]) -> Loaded:
         n = len(times)
         empty = np.zeros(n, dtype=np.int64)
-        return Loaded(n, pa.array(times, pa.string()), empty.astype(bool), empty, empty, {}, {})
+        nan = np.full(n, np.nan)
+        strings = pa.array(times, pa.string())
+        return Loaded(n, strings, empty.astype(bool), nan, empty, empty, {}, {})
 
     rng = random.Random(5)
 
@@ -774,3 +776,53 @@ def test_record_times_are_read_as_record_time_reads_them() -> None:
                 loaded([*good[:5], odd]).epochs()
         else:
             assert loaded([odd]).epochs().tolist() == [record_time(odd)]
+
+
+# -- sampling weights: the volume check's traffic estimate -----------------------
+
+SAMPLINGS: dict[str, Callable[[int], Any]] = {
+    "rates and reasons mixed": lambda i: {
+        "rate": [0.1, 0.25, 1.0, 0.1][i % 4],
+        "reason": "error" if i % 7 == 0 else "sampled",
+    },
+    "one rate throughout": lambda i: {"rate": 0.05, "reason": "sampled"},
+    "an int rate": lambda i: {"rate": 1 if i % 2 else 0.5, "reason": "sampled"},
+    "rates out of range": lambda i: {"rate": [0.0, -0.5, 1.5, 0.3][i % 4], "reason": "sampled"},
+    "reason missing in some": lambda i: (
+        {"rate": 0.1} if i % 3 == 1 else {"rate": 0.1, "reason": "sampled"}
+    ),
+    "rate a string": lambda i: {"rate": "0.1", "reason": "sampled"},
+    "reason a number": lambda i: {"rate": 0.1, "reason": 1},
+    "sampling null in some": lambda i: None if i % 5 == 2 else {"rate": 0.2, "reason": "sampled"},
+    "rate null in some": lambda i: {"rate": None if i % 4 == 3 else 0.2, "reason": "sampled"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLINGS))
+def test_sampled_rows_are_counted_alike_on_both_paths(tmp_path: Path, name: str) -> None:
+    sampling = SAMPLINGS[name]
+    records = [
+        record(i, [{"features": {"x": i * 0.5, "c": f"v{i % 3}"}, "prediction": 0.1}] * (1 + i % 3))
+        for i in range(60)
+    ]
+    for i, rec in enumerate(records):
+        rec["sampling"] = sampling(i)
+    ref = write(tmp_path / "m" / "a.jsonl.gz", records)
+    part, want = both(ref, segments=["c"])
+    assert want["counts"]["sampled_rows"] == part.sampled_rows
+    rows = 0.0  # what readers.sampled_rate gives, record by record
+    for rec in records:
+        rate = sampled_rate(rec)
+        rows += len(rec["rows"]) / (1.0 if rate is None else float(rate))
+    assert part.traffic_rows == pytest.approx(rows)
+    assert part.arrow_objects == 1  # the first record has every key: Arrow reads them all
+    if name == "rates and reasons mixed":
+        assert set(part.sampled_rows) == {"0.1", "0.25"}
+        assert part.traffic_rows > 4 * part.whole.rows
+
+
+def test_sampling_in_a_head_falls_back(tmp_path: Path) -> None:
+    records = _base()
+    sampling = records[10].pop("sampling")
+    records[10] = {"sampling": {**sampling, "rate": 0.1}, **records[10]}  # before the cut
+    fell_back(write(tmp_path / "m" / "a.jsonl.gz", records), "shape")

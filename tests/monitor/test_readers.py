@@ -30,6 +30,7 @@ from monitor_job.readers import (
     flatten,
     list_captures,
     read_records,
+    sampled_rate,
 )
 from tests.seaweed import free_ports
 
@@ -506,3 +507,31 @@ def test_record_time_odd_spellings_go_through_parse_time(text: Any) -> None:
     from monitor_job.readers import record_time
 
     assert record_time(text) == parse_time(text)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "want"),
+    [
+        ({"rate": 0.1, "reason": "sampled"}, "0.1"),
+        ({"rate": 0.25, "reason": "sampled"}, "0.25"),
+        ({"rate": 1.0, "reason": "sampled"}, None),  # stands for itself
+        ({"rate": 1, "reason": "sampled"}, None),
+        ({"rate": 0.1, "reason": "error"}, None),  # kept whatever the rate
+        ({"rate": 0.1, "reason": "slow"}, None),
+        ({"rate": 0.0, "reason": "sampled"}, None),  # no traffic stands behind it
+        ({"rate": -0.5, "reason": "sampled"}, None),
+        ({"rate": 1.5, "reason": "sampled"}, None),
+        ({"rate": float("nan"), "reason": "sampled"}, None),
+        ({"rate": True, "reason": "sampled"}, None),
+        ({"rate": "0.1", "reason": "sampled"}, None),
+        ({"rate": None, "reason": "sampled"}, None),
+        ({"rate": 0.1}, None),
+        ({"reason": "sampled"}, None),
+        (None, None),
+        ("sampled", None),
+    ],
+)
+def test_sampled_rate_names_what_a_record_stands_for(sampling: Any, want: str | None) -> None:
+    assert sampled_rate({"schema": 1, "sampling": sampling}) == want
+    assert sampled_rate({"schema": 1}) is None
+    assert sampled_rate(["not", "a", "record"]) is None

@@ -427,7 +427,12 @@ def _summary_text(summary: dict[str, Any], violations: list[dict[str, Any]], rep
     lines = [
         f"window {summary['window_start']} .. {summary['window_end']}: "
         f"{summary['records']} records, {summary['rows']} rows from {summary['objects']} objects"
-        + (f", {summary['bad_lines']} unreadable lines" if summary.get("bad_lines") else ""),
+        + (f", {summary['bad_lines']} unreadable lines" if summary.get("bad_lines") else "")
+        + (
+            f"; sampled: they stand for {summary['traffic_rows']:,} rows of traffic"
+            if summary.get("traffic_rows", summary["rows"]) != summary["rows"]
+            else ""
+        ),
     ]
     lines += [f"note: {n}" for n in summary.get("notes") or []]
     quality = summary.get("quality") or {}

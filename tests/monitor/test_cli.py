@@ -141,7 +141,7 @@ def test_previous_window_and_records_outside_the_window(baseline_dir: Path, tmp_
 
 
 def test_volume_counts_sampled_records_as_the_traffic_they_stand_for(
-    baseline_dir: Path, tmp_path: Path
+    baseline_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # The hour before: 2,000 requests, all kept. This hour: 2,000 requests
     # kept at 25%, then the same sampling with traffic down to 400 requests.
@@ -151,7 +151,9 @@ def test_volume_counts_sampled_records_as_the_traffic_they_stand_for(
     write_captures(steady, normal_instances(2000, seed=6), T0, 3600, sample_rate=0.25)
     out = tmp_path / "out-steady"
     run_cli(steady, baseline_dir, out, *WINDOW)
+    printed = capsys.readouterr().out
     summary = orjson.loads((out / "statistics.json").read_bytes())["modeltap"]["summary"]
+    assert f"sampled: they stand for {summary['traffic_rows']:,} rows of traffic" in printed
     assert 350 < summary["rows"] < 650  # ~500 sampled of 2,000
     assert summary["traffic_rows"] == 4 * summary["rows"]
     assert summary["sampled_rows"] == {"0.25": summary["rows"]}

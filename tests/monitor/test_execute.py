@@ -104,13 +104,19 @@ def test_a_corrupt_profile_is_named_and_its_hour_uses_the_records(
 def test_dask_local_cluster_gives_the_in_process_statistics(tmp_path: Path) -> None:
     caps = tmp_path / "caps"
     write_captures(caps, normal_instances(4000, seed=8), T0, 4 * 3600, flush_max_records=250)
+    # and 2,000 more kept at 30%: their rows count 1/0.3 times as traffic
+    half = normal_instances(2000, seed=9)
+    write_captures(caps, half, T0, 4 * 3600, flush_max_records=250, sample_rate=0.3)
     refs = list_captures(str(caps), T0, T0 + timedelta(hours=4))
     assert len(refs) >= 8
     here = profile_window(refs, T0, T0 + timedelta(hours=4), progress=False)
     there = profile_window(refs, T0, T0 + timedelta(hours=4), dask="local", progress=False)
     assert there.counts() == here.counts()
     a, b = here.whole, there.whole
-    assert a.rows == b.rows == 4000 and set(a.columns) == set(b.columns)
+    assert a.rows == b.rows and set(a.columns) == set(b.columns)
+    kept = a.rows - 4000
+    assert 400 < kept < 800 and here.sampled_rows == {"0.3": kept}
+    assert there.traffic_rows == here.traffic_rows == pytest.approx(4000 + kept / 0.3)
     for name, col in a.columns.items():
         other = b.columns[name]
         assert (col.count, col.nulls, dict(col.types)) == (

@@ -430,7 +430,7 @@ def _summary_text(summary: dict[str, Any], violations: list[dict[str, Any]], rep
         + (f", {summary['bad_lines']} unreadable lines" if summary.get("bad_lines") else "")
         + (
             f"; sampled: they stand for {summary['traffic_rows']:,} rows of traffic"
-            if summary.get("traffic_rows", summary["rows"]) != summary["rows"]
+            if summary["traffic_rows"] != summary["rows"]
             else ""
         ),
     ]

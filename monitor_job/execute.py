@@ -115,7 +115,15 @@ class Partial:
         (Horvitz-Thompson; a record kept as an error or slow, and every row
         of a full-traffic profile, counts once). What ``volume_check``
         compares, so a sampling rate, or a change of it between windows,
-        is not taken for a change of traffic."""
+        is not taken for a change of traffic.
+
+        Known bias: the sampler names a kept error "sampled" when its hash
+        hit, so with ``keep_errors`` on such a record counts 1/r times
+        though every error was kept; errors are over-counted by up to
+        (1 - r) of their number (a window of only errors at r = 0.1 reads
+        1.9x its traffic). A record does not say whether ``keep_errors``
+        was on, so the reader cannot correct it; the capture would have to
+        label errors before the hash."""
         extra = sum(n * (1.0 / float(rate) - 1.0) for rate, n in sorted(self.sampled_rows.items()))
         return self.whole.rows + extra
 

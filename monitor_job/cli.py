@@ -199,9 +199,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from monitor_job import store
     from monitor_job.checks import run_checks
     from monitor_job.execute import profile_window
+    from monitor_job.malloc import PadError, keep_freed_memory, pad_bytes
     from monitor_job.readers import list_captures
 
     started = time.time()
+    try:
+        keep_freed_memory(pad_bytes())
+    except PadError as exc:
+        raise UsageError(str(exc)) from None
     start, end = window(args)
     baseline, constraints = load_baseline(args.baseline)
     csv_columns = [

@@ -804,16 +804,25 @@ def _float_keys(u: np.ndarray, whole: bool | None) -> tuple[np.ndarray, np.ndarr
     return u[small].astype(np.int64), u[frac], odd
 
 
-def _float_texts(x: np.ndarray) -> list[str]:
-    """``_text(_float_key(v))`` of each float of ``x`` (none NaN), in order:
-    repr() at C speed for the fractional ones, a call each for whole ones and inf."""
-    vals = x.tolist()
-    texts = list(map(repr, vals))
-    for i in np.flatnonzero(x == np.floor(x)).tolist():  # inf too
-        key = _float_key(vals[i])
+def _float_texts(x: np.ndarray, whole: bool | None = None) -> list[str]:
+    """``_text(_float_key(v))`` of each float of ``x`` (sorted, none NaN), in
+    order, at C speed: repr() for fractional ones, str() of the int64 for whole
+    ones below 2**63 (``int(v)``, exactly), a call each only for inf and larger
+    whole ones. ``whole`` as ``_float_keys`` takes it."""
+    if whole is False or not x.size:
+        return list(map(repr, x.tolist()))
+    inside = x[0] >= -(2.0**63) and x[-1] < 2.0**63  # sorted: the ends are the extremes
+    if whole and inside:
+        return list(map(str, x.astype(np.int64).tolist()))
+    texts = np.array(list(map(repr, x.tolist())), dtype=object)
+    at = np.flatnonzero(x == np.floor(x))  # inf too
+    small = np.abs(x[at]) < 2.0**63
+    texts[at[small]] = list(map(str, x[at[small]].astype(np.int64).tolist()))
+    for i in at[~small].tolist():
+        key = _float_key(float(x[i]))
         if key is not None:  # always: no NaN here
             texts[i] = _text(key)
-    return texts
+    return texts.tolist()  # type: ignore[no-any-return]
 
 
 def _keyed(counts: Mapping[Any, int]) -> dict[Key, int]:
@@ -1170,7 +1179,7 @@ class ColumnProfile:
             _drain(map(self.hll.update, ints.tolist()))
             _drain(map(self.hll.update, fracs.tolist()))
         _drain(map(self.hll.update, odd))
-        _drain(map(self.freq.update, _float_texts(heavy), counts.tolist()))
+        _drain(map(self.freq.update, _float_texts(heavy, whole), counts.tolist()))
 
     def _feed_strings(self, counts: Mapping[str, int]) -> None:
         """HLL and frequent-items from a batch's counts of distinct strings."""

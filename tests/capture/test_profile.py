@@ -20,6 +20,9 @@ from capture.profile import (
     MAX_STRING,
     ColumnProfile,
     DatasetProfile,
+    _float_key,
+    _float_texts,
+    _text,
     canonical,
     value_kind,
 )
@@ -669,3 +672,29 @@ def test_copy_is_the_decoded_profile_and_merges_as_it_does() -> None:
     for name, col in by_copy.columns.items():
         assert _without_kll(col) == _without_kll(by_bytes.columns[name])
     assert by_copy.columns["x"].kll.n == by_bytes.columns["x"].kll.n == 60000
+
+
+_EDGES = [0.0, -0.0, 1.0, -1.0, 0.5, 2.0**53, 2.0**63, -(2.0**63), 1e300, -1e300, math.inf]
+_EDGES.append(-math.inf)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(_EDGES), st.floats(allow_nan=False), st.integers(-1000, 1000)),
+        max_size=40,
+    )
+)
+def test_float_texts_are_the_canonical_keys_as_text(values: list[float]) -> None:
+    """``_float_texts`` (keys of a batch's heavy floats, at C speed) against
+    ``_text(_float_key(v))`` value by value, with ``whole`` as the numeric
+    path derives it from the batch's counts, and unknown."""
+    x = np.sort(np.array(values, dtype=np.float64))
+    expected = [_text(_float_key(v)) for v in x.tolist()]
+    finite = np.isfinite(x)
+    is_whole = finite & (x == np.floor(x))
+    known = None
+    if finite.all() and x.size:
+        known = True if is_whole.all() else False if not is_whole.any() else None
+    assert _float_texts(x, known) == expected
+    assert _float_texts(x, None) == expected

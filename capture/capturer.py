@@ -215,15 +215,13 @@ class Capturer:
         """Sample and queue one exchange; True when it was queued."""
         try:
             sampler = self.sampler
-            if sampler.rate >= 1.0:
-                reason: str | None = "sampled"
-            else:
-                reason = sampler.decide(
-                    self.sample_key(exchange),
-                    status=exchange.status,
-                    latency_s=exchange.latency_s,
-                    error=exchange.error is not None,
-                )
+            reason = sampler.kept_anyway(  # before the hash: see capture.sampler
+                status=exchange.status,
+                latency_s=exchange.latency_s,
+                error=exchange.error is not None,
+            )
+            if reason is None and (sampler.rate >= 1.0 or sampler.hit(self.sample_key(exchange))):
+                reason = "sampled"
             self.stats.offered(kept=reason is not None)
             if reason is None:
                 if self.traffic is not None:

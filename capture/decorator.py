@@ -310,8 +310,10 @@ def decorate(
             if ctx is None:  # not sampled: only errors and slow calls are kept
                 reason = "error" if error is not None else "slow"
                 ctx = CallContext(None, model)
-            else:
-                reason = "sampled"
+            else:  # an error or slow call says so, as the proxy's (capture.sampler)
+                reason = (
+                    sampler.kept_anyway(latency_s=elapsed, error=error is not None) or "sampled"
+                )
             start = clock() - elapsed
             call = Call(ctx, name, args[skip:], kwargs, result, error, start, elapsed, reason)
             capturer.offer_call(call)

@@ -10,6 +10,14 @@ slow ones (latency >= ``slow_s``) are kept regardless by default: they are
 the ones an investigation needs. ``decide`` returns the reason a record is
 kept (``"sampled"``, ``"error"``, ``"slow"``) or ``None``.
 
+The reason says what a record stands for, so it is looked at before the
+hash: a record kept because it failed or was slow is ``"error"`` or
+``"slow"`` (kept with certainty: it stands for itself) even when its key
+also fell inside the sampled fraction, and ``"sampled"`` means kept with
+probability ``rate`` only (it stands for ``1 / rate`` exchanges). The
+monitor's volume check counts traffic that way (``Partial.traffic_rows``).
+Which exchanges are kept does not depend on the order, only their labels.
+
 Keys (``key`` setting): ``event_id`` (default) or ``header:<name>``, decided
 on the request path at no parsing cost.
 """
@@ -66,14 +74,21 @@ class Sampler:
         digest = hashlib.blake2b(self._salt + key.encode("utf-8", "replace"), digest_size=8)
         return int.from_bytes(digest.digest(), "big") < self._threshold
 
-    def decide(
-        self, key: str, *, status: int = 200, latency_s: float = 0.0, error: bool = False
+    def kept_anyway(
+        self, *, status: int = 200, latency_s: float = 0.0, error: bool = False
     ) -> str | None:
-        """Why this exchange is kept, or None when it is sampled out."""
-        if self.hit(key):
-            return "sampled"
+        """``"error"`` or ``"slow"`` when the exchange is kept whatever its key, else None."""
         if self.keep_errors and (error or status >= 500):
             return "error"
         if self.slow_s is not None and latency_s >= self.slow_s:
             return "slow"
         return None
+
+    def decide(
+        self, key: str, *, status: int = 200, latency_s: float = 0.0, error: bool = False
+    ) -> str | None:
+        """Why this exchange is kept, or None when it is sampled out."""
+        reason = self.kept_anyway(status=status, latency_s=latency_s, error=error)
+        if reason is None and self.hit(key):
+            return "sampled"
+        return reason

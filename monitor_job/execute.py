@@ -117,13 +117,12 @@ class Partial:
         compares, so a sampling rate, or a change of it between windows,
         is not taken for a change of traffic.
 
-        Known bias: the sampler names a kept error "sampled" when its hash
-        hit, so with ``keep_errors`` on such a record counts 1/r times
-        though every error was kept; errors are over-counted by up to
-        (1 - r) of their number (a window of only errors at r = 0.1 reads
-        1.9x its traffic). A record does not say whether ``keep_errors``
-        was on, so the reader cannot correct it; the capture would have to
-        label errors before the hash."""
+        Exact for records whose reason was chosen before the hash
+        (``capture.sampler``): an error or slow exchange kept regardless is
+        "error" or "slow" even when its key was also sampled. Captures
+        written before that (modeltap 0.1.0 until 2026-12-06) named such a
+        record "sampled", so a window of mostly errors reads high there, up
+        to 1.9x at r = 0.1; a record does not say which it is."""
         extra = sum(n * (1.0 / float(rate) - 1.0) for rate, n in sorted(self.sampled_rows.items()))
         return self.whole.rows + extra
 

@@ -34,14 +34,32 @@ def test_sampling_keeps_the_deterministic_subset_plus_errors_and_slow(tmp_path):
             cap.submit(ex(i))
         cap.submit(ex("err", status=503))
         cap.submit(ex("slow", latency=2.0))
+        # Failed and slow exchanges whose keys the hash keeps anyway.
+        hits = [i for i in range(1000, 1100) if cap.sampler.hit(f"ev-{i}")][:2]
+        cap.submit(ex(hits[0], status=502))
+        cap.submit(ex(hits[1], latency=0.7))
     kept = {r["event_id"]: r for r in all_records(tmp_path)}
     expected = {f"ev-{i}" for i in range(1000) if cap.sampler.hit(f"ev-{i}")}
-    assert set(kept) - {"ev-err", "ev-slow"} == expected
+    assert set(kept) - {"ev-err", "ev-slow", f"ev-{hits[0]}", f"ev-{hits[1]}"} == expected
     assert 250 < len(expected) < 350
-    assert kept["ev-err"]["sampling"]["reason"] in ("error", "sampled")
-    assert kept["ev-slow"]["sampling"]["reason"] in ("slow", "sampled")
+    # The reason says what a record stands for: errors and slow ones are
+    # labelled so before the hash (kept with certainty), the rest "sampled".
+    reasons = {k: r["sampling"]["reason"] for k, r in kept.items()}
+    assert reasons.pop("ev-err") == reasons.pop(f"ev-{hits[0]}") == "error"
+    assert reasons.pop("ev-slow") == reasons.pop(f"ev-{hits[1]}") == "slow"
+    assert set(reasons.values()) == {"sampled"}
     s = cap.stats.snapshot()
-    assert s["offered"] == 1002 == s["kept"] + s["sampled_out"]
+    assert s["offered"] == 1004 == s["kept"] + s["sampled_out"]
+
+
+def test_at_full_rate_errors_and_slow_exchanges_still_say_so(tmp_path):
+    with Capturer(sink=str(tmp_path), sample_rate=1.0, slow_threshold_s=0.5) as cap:
+        cap.submit(ex("ok"))
+        cap.submit(ex("err", status=500))
+        cap.submit(ex("down", error="upstream unreachable: ConnectError"))
+        cap.submit(ex("slow", latency=0.5))
+    reasons = {r["event_id"]: r["sampling"]["reason"] for r in all_records(tmp_path)}
+    assert reasons == {"ev-ok": "sampled", "ev-err": "error", "ev-down": "error", "ev-slow": "slow"}
 
 
 def test_sample_on_a_header_key(tmp_path):

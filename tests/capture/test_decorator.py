@@ -101,6 +101,25 @@ def test_unsampled_calls_are_skipped_but_errors_and_slow_ones_kept(tmp_path):
     assert s["offered"] == 22 and s["sampled_out"] == 20 and s["kept"] == 2
 
 
+def test_sampled_calls_that_fail_or_are_slow_say_so(tmp_path):
+    with capture.Capturer(sink=str(tmp_path), sample_rate=1.0, slow_threshold_s=0.05) as cap:
+
+        @cap.capture
+        def predict(x):
+            if x == "fail":
+                raise RuntimeError("model down")
+            if x == "slow":
+                time.sleep(0.06)
+            return x
+
+        predict("ok")
+        with pytest.raises(RuntimeError):
+            predict("fail")
+        predict("slow")
+    reasons = sorted(r["sampling"]["reason"] for r in all_records(tmp_path))
+    assert reasons == ["error", "sampled", "slow"]
+
+
 def test_key_makes_the_proxy_decision(tmp_path):
     with capture.Capturer(sink=str(tmp_path), sample_rate=0.5) as cap:
 

@@ -46,3 +46,17 @@ def test_key_setting():
     for bad in ("user", "header:", "field:x"):
         with pytest.raises(ConfigError):
             Sampler(0.5, key=bad)
+
+
+def test_errors_and_slow_ones_are_labelled_before_the_hash():
+    s = Sampler(0.5, slow_s=1.0)
+    keys = [f"k{i}" for i in range(400)]
+    for k in keys:
+        assert s.decide(k) == ("sampled" if s.hit(k) else None)
+        assert s.decide(k, status=503) == s.decide(k, error=True) == "error"
+        assert s.decide(k, latency_s=1.0) == "slow"
+    assert Sampler(1.0).decide("k", status=500, latency_s=5.0) == "error"
+    # Not kept regardless: then only the hash keeps it, and it is "sampled".
+    lax = Sampler(1.0, keep_errors=False, slow_s=None)
+    assert lax.decide("k", status=500, latency_s=5.0) == "sampled"
+    assert lax.kept_anyway(status=500, latency_s=5.0, error=True) is None

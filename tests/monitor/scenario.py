@@ -63,10 +63,12 @@ def write_captures(
     model: str = "m",
     to_body: Callable[[Instance], dict[str, Any]] | None = None,
     version: str = "1",
+    status: int = 200,
     **capture: Any,
 ) -> None:
-    """One exchange per instance, spread evenly over ``seconds`` from ``start``;
-    ``capture`` overrides capture settings (``sample_rate``, ``profile_all``, ...)."""
+    """One exchange per instance, spread evenly over ``seconds`` from ``start``,
+    answered with ``status``; ``capture`` overrides capture settings
+    (``sample_rate``, ``profile_all``, ...)."""
     body = to_body or (lambda inst: {"instances": [inst]})
     t0 = start.timestamp()
     step = seconds / max(1, len(instances))
@@ -89,7 +91,7 @@ def write_captures(
                     request_headers=[("content-type", "application/json")],
                     request_body=req,
                     request_size=len(req),
-                    status=200,
+                    status=status,
                     response_headers=[
                         ("content-type", "application/json"),
                         ("x-model-version", version),

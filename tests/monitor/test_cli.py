@@ -169,6 +169,22 @@ def test_volume_counts_sampled_records_as_the_traffic_they_stand_for(
     assert len(volume) == 1 and "of traffic (from" in volume[0]["description"]
 
 
+def test_errors_kept_whatever_the_sampling_count_once(baseline_dir: Path, tmp_path: Path) -> None:
+    # This hour's 1,000 requests all failed: at a 10% sampling rate every one
+    # is kept as an error and stands for itself, hash hit or not (labelled
+    # before the hash), so the traffic is 1,000, not ~1,900.
+    prev = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+    caps = tmp_path / "caps"
+    write_captures(caps, normal_instances(1000, seed=5), prev, 3600)
+    write_captures(caps, normal_instances(1000, seed=6), T0, 3600, sample_rate=0.1, status=503)
+    out = tmp_path / "out"
+    run_cli(caps, baseline_dir, out, *WINDOW)
+    summary = orjson.loads((out / "statistics.json").read_bytes())["modeltap"]["summary"]
+    assert summary["rows"] == summary["traffic_rows"] == 1000
+    assert summary["sampled_rows"] == {}
+    assert ("(dataset)", "volume_check") not in _checks(_violations(out))
+
+
 def test_expected_volume_is_traffic_whatever_the_sampling(tmp_path: Path) -> None:
     data = training_csv(tmp_path / "train.csv")
     base = tmp_path / "baseline"

@@ -259,6 +259,15 @@ def test_missing_baseline_exits_2_naming_it(tmp_path: Path) -> None:
     assert "nope/baseline_profile.json" in proc.stderr and "no such file" in proc.stderr
 
 
+def test_a_bad_malloc_pad_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MODELTAP_MONITOR_MALLOC_PAD", "lots")
+    (tmp_path / "caps").mkdir()
+    assert run_cli(tmp_path / "caps", tmp_path / "nope", tmp_path / "out", *WINDOW) == 2
+    assert "MODELTAP_MONITOR_MALLOC_PAD" in capsys.readouterr().err
+
+
 def test_corrupt_constraints_exit_2(baseline_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -1,6 +1,6 @@
 """``monitor_job.malloc``: the pad setting, its effect on a real glibc heap
-(in a fresh interpreter, so this test process's heap is not the subject),
-and the CLI's answer to a bad value."""
+(in a fresh interpreter, so this test process's heap is not the subject).
+The CLI's answer to a bad value is in test_cli.py."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ import ctypes
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
-from monitor_job.cli import main
 from monitor_job.malloc import DEFAULT_PAD, PAD_ENV, PadError, keep_freed_memory, pad_bytes
 
 
@@ -74,25 +72,3 @@ def test_the_pad_keeps_freed_memory_for_the_next_object() -> None:
     assert kept(0) == ("False", 0)  # glibc trims the freed top at once
     applied, mib = kept(DEFAULT_PAD)
     assert applied == "True" and mib >= 32
-
-
-def test_a_bad_pad_is_a_usage_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv(PAD_ENV, "lots")
-    (tmp_path / "caps").mkdir()
-    code = main(
-        [
-            "run",
-            "--captures",
-            str(tmp_path / "caps"),
-            "--baseline",
-            str(tmp_path / "nope"),
-            "--out",
-            str(tmp_path / "out"),
-            "--start",
-            "2026-11-20T10:00:00Z",
-        ]
-    )
-    assert code == 2
-    assert PAD_ENV in capsys.readouterr().err

@@ -231,7 +231,8 @@ def test_inferred_type() -> None:
 
 def test_frequent_items_survive_high_cardinality_batches() -> None:
     """The batch pre-filter drops only values below the sketch's resolution:
-    a heavy hitter among unique noise keeps a count within N/4096 + sketch error."""
+    a heavy hitter among unique noise keeps a count within N/1024 (a numeric
+    batch's pre-filter) + sketch error."""
     rng = np.random.default_rng(5)
     col = ColumnProfile()
     hits = 0
@@ -242,7 +243,7 @@ def test_frequent_items_survive_high_cardinality_batches() -> None:
         col.update_numeric(batch)
     key, est = col.top(1)[0]
     assert key == "0.5"
-    assert abs(est - hits) <= 100_000 * (1 / 4096 + 3.5 / 1024)
+    assert abs(est - hits) <= 100_000 * (1 / 1024 + 3.5 / 1024)
     assert col.distinct() == pytest.approx(95_000, rel=0.05)
 
 
@@ -262,9 +263,9 @@ def _numeric_case(case: str, n: int) -> np.ndarray:
         return x
     if case == "ints_few":  # few runs: every run counted
         x = rng.integers(0, 40, size=n) ** 2
-        # In the first third, 5 of a value are frequent enough for frequent-items
-        # (5 * 4096 > 20,000) and 4 of another are not: a bound checked both ways.
-        x[:9] = [-1] * 4 + [-2] * 5
+        # In the first third, 20 of a value are frequent enough for frequent-items
+        # (20 * 1024 > 20,000) and 19 of another are not: a bound checked both ways.
+        x[:39] = [-1] * 19 + [-2] * 20
         return x
     if case == "ints_many":  # many runs, and a heavy value among them
         x = rng.integers(-(10**12), 10**12, size=n)
@@ -698,3 +699,27 @@ def test_float_texts_are_the_canonical_keys_as_text(values: list[float]) -> None
         known = True if is_whole.all() else False if not is_whole.any() else None
     assert _float_texts(x, known) == expected
     assert _float_texts(x, None) == expected
+
+
+@pytest.mark.parametrize("kind", ["numbers", "strings", "mixed"])
+def test_frequent_items_resolution_numbers_coarser_than_strings(kind: str) -> None:
+    """In a batch of 20,000 values, frequent-items is fed a value seen more
+    than 20,000/1024 times when the batch holds numbers only, and more than
+    20,000/4096 times when it holds a string (see FREQ_RESOLUTION_NUMERIC):
+    the rare values of a String column count as outside its domain, a
+    number's never do."""
+
+    def top_keys(sevens: int, eights: int) -> set[str]:
+        batch: list[Any] = [*range(1000, 21_000 - sevens - eights), *[7] * sevens, *[8] * eights]
+        if kind == "strings":
+            batch = [f"{v}x" for v in batch]
+        elif kind == "mixed":
+            batch[0] = "a string"
+        col = ColumnProfile()
+        col.update(batch)
+        return {k for k, _ in col.top(50)}
+
+    bound = 20_000 // (1024 if kind == "numbers" else 4096)  # fed when seen more often
+    seven, eight = ("7x", "8x") if kind == "strings" else ("7", "8")
+    keys = top_keys(bound + 1, bound)
+    assert seven in keys and eight not in keys

@@ -27,9 +27,10 @@ merged in the objects' order. ``MODELTAP_MONITOR_ARROW=0`` turns it off.
 
 Speed: rows are profiled in batches of ``BATCH_ROWS`` (large enough for the
 frequent-items pre-filter to drop one-off values; see
-``capture.profile.FREQ_RESOLUTION``), and the cyclic garbage collector runs
-less often while an object is read: records and rows hold no cycles, and
-collection passes over a batch of live rows cost more than parsing them.
+``capture.profile.FREQ_RESOLUTION`` and ``FREQ_RESOLUTION_NUMERIC``), and the
+cyclic garbage collector runs less often while an object is read: records
+and rows hold no cycles, and collection passes over a batch of live rows
+cost more than parsing them.
 """
 
 from __future__ import annotations

@@ -3,11 +3,12 @@
 Why: a ``run`` reads each capture object whole on the read-ahead threads
 (``monitor_job.columnar``): ~6 MB of JSON, its heads and tails, Arrow's
 builders, ~20 MB of short-lived buffers an object. glibc's malloc hands the
-top of each arena back to the kernel as soon as it is free (``M_TRIM_THRESHOLD``,
-128 KiB unless it adapts) and takes it again for the next object, so every
-object paid for its pages again in faults and zeroing: about two thirds of
-the job's system time. ``mallopt(M_TOP_PAD, 64 MiB)`` keeps up to 64 MiB at the top of each
-arena instead.
+top of each arena back to the kernel as soon as it is free
+(``M_TRIM_THRESHOLD``, 128 KiB unless it adapts) and takes it again for the
+next object, so every object paid for its pages again in faults and
+zeroing: about two thirds of the job's system time.
+``mallopt(M_TOP_PAD, 64 MiB)`` keeps up to 64 MiB at the top of each arena
+instead.
 
 Measured on the 1M-row scorer benchmark (``python -m loadtest monitor``'s
 captures, ``modeltap-monitor run`` alone, alternated, BENCHMARKS.md): wall

@@ -3,6 +3,7 @@ gzip JSONL captures on local disk, against a baseline that ``modeltap-monitor
 baseline`` built from a training CSV of the same columns.
 
     python -m loadtest monitor [--quick] [--full] [--rows=N] [--train-rows=N] [--no-fixed]
+                               [--pad-reference]
 
 Two capture sets, 1,000,000 flattened rows each (10,000,000 with ``--full``,
 20,000 with ``--quick``), written in the capture's record format (schema 1,
@@ -31,6 +32,10 @@ moves it) and reused: ``monitor-captures-<rows>/`` (written by a process
 pool, ``os.cpu_count()`` workers) and ``monitor-train-<model>-<rows>.csv``
 (200,000 rows; ``--train-rows``) with the baseline built from it.
 ``--no-fixed`` skips the 1,000-row runs.
+
+``--pad-reference`` then runs each set twice more, one after the other, with and
+without the malloc pad (``monitor_job.malloc``; ``MODELTAP_MONITOR_MALLOC_PAD=0``
+for the reference), and prints the pairs.
 """
 
 from __future__ import annotations
@@ -352,14 +357,21 @@ sys.exit(code)
 """
 
 
-def run_cli(argv: list[str], log: Path) -> tuple[int, float, float, float]:
-    """``monitor_job.cli.main(argv)`` in a child: (exit code, wall s, CPU s, peak RSS MB)."""
+def run_cli(
+    argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> tuple[int, float, float, float]:
+    """``monitor_job.cli.main(argv)`` in a child (``env`` added to ours): (exit
+    code, wall s, CPU s, peak RSS MB)."""
     hwm_file = log.with_suffix(".hwm")
     code = _CHILD.format(argv=argv, hwm_file=str(hwm_file))
     with log.open("wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "-c", code], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-c", code],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
@@ -384,7 +396,9 @@ def baseline(model: str, rows: int, work: Path) -> Path:
     return out
 
 
-def monitor_run(model: str, captures_root: Path, base: Path, work: Path) -> dict[str, Any]:
+def monitor_run(
+    model: str, captures_root: Path, base: Path, work: Path, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     out = work / f"out-{model}-{captures_root.name}"
     log = work / f"run-{model}-{captures_root.name}.log"
     argv = [
@@ -403,7 +417,7 @@ def monitor_run(model: str, captures_root: Path, base: Path, work: Path) -> dict
         "1d",
         "--no-progress",
     ]
-    rc, wall, cpu, rss = run_cli(argv, log)
+    rc, wall, cpu, rss = run_cli(argv, log, env)
     if rc not in (0, 1):
         raise RuntimeError(f"monitor run failed ({rc}):\n{log.read_text()[-3000:]}")
     stats = orjson.loads((out / "statistics.json").read_bytes())
@@ -479,3 +493,26 @@ def main(flags: list[str]) -> None:
         f"target peak RSS <= {TARGET_RSS_MB} MB: "
         f"{'met' if peak <= TARGET_RSS_MB else 'NOT met'} (highest {peak:.0f} MB){note}"
     )
+    if "--pad-reference" in flags:
+        pad_reference(big, train_rows)
+
+
+#: The reference for the malloc pad: the same run with glibc's defaults.
+NO_PAD = {"MODELTAP_MONITOR_MALLOC_PAD": "0"}
+
+
+def pad_reference(captures_root: Path, train_rows: int) -> None:
+    """Each set read with and without the malloc pad, alternated (pad first)."""
+    print("| captures | malloc | wall | CPU | rows/s | peak RSS |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    with tempfile.TemporaryDirectory(prefix="modeltap-bench-monitor-") as tmp:
+        work = Path(tmp)
+        for model in MODELS:
+            base = baseline(model, train_rows, work)
+            for label, env in (("64 MiB pad (default)", None), ("glibc's defaults", NO_PAD)):
+                res = monitor_run(model, captures_root, base, work, env)
+                print(
+                    f"| {model} | {label} | {res['wall']:.1f} s | {res['cpu']:.1f} s | "
+                    f"{res['rows'] / res['wall']:,.0f} | {res['rss']:.0f} MB |",
+                    flush=True,
+                )

@@ -43,7 +43,9 @@ def test_profile_suite_prints_its_table(
 def test_monitor_suite_prints_its_table(
     bench_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bench_monitor.main(["--quick", "--rows=2000", "--train-rows=2000", "--no-fixed"])
+    bench_monitor.main(
+        ["--quick", "--rows=2000", "--train-rows=2000", "--no-fixed", "--pad-reference"]
+    )
     out = capsys.readouterr().out
     for model, records in (("scorer", "2,000"), ("ranker", "200")):
         row = re.search(rf"^\| {model} \(.*?\) \|(.*)$", out, re.M)
@@ -57,6 +59,10 @@ def test_monitor_suite_prints_its_table(
         read = rf"^{model}: (\d+) of \1 capture objects read by the Arrow path; fallbacks: none$"
         assert re.search(read, out, re.M), out
     assert "target peak RSS" in out
+    for model in ("scorer", "ranker"):  # the malloc pad against glibc's defaults
+        for label in ("64 MiB pad \\(default\\)", "glibc's defaults"):
+            figures = rf"{NUMBER} s \| {NUMBER} s \| {NUMBER} \| {NUMBER} MB"
+            assert re.search(rf"^\| {model} \| {label} \| {figures} \|$", out, re.M), out
 
 
 def test_suites_are_registered() -> None:

@@ -13,7 +13,9 @@ instead.
 Measured on the 1M-row scorer benchmark (``python -m loadtest monitor``'s
 captures, ``modeltap-monitor run`` alone, alternated, BENCHMARKS.md): wall
 6.7-6.8 s -> 6.2-6.3 s, system CPU 0.9-1.0 s -> 0.3 s, peak RSS +26 MB.
-16 MiB did nothing measurable; 32-64 MiB did the same.
+16 MiB did nothing measurable; 32-64 MiB did the same. For the ranking set
+(10 rows a record, fewer and larger objects) no change beyond noise, and
+18-41 MB more peak RSS (``python -m loadtest monitor --pad-reference``).
 
 ``MODELTAP_MONITOR_MALLOC_PAD`` sets the pad in bytes (``0`` leaves malloc
 as it is). Other C libraries (musl, macOS) have no ``mallopt``: nothing is

@@ -1,6 +1,7 @@
-"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [profile] [monitor]
-[readpaths] [soak] [--quick]`` (``profile`` also takes ``--no-reference``; ``monitor`` ``--full``;
-``soak`` ``--minutes``, ``--rate``, ``--outage-s``)."""
+"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [threads] [profile] [monitor]
+[readpaths] [soak] [--quick]`` (``profile`` also takes ``--no-reference``; ``monitor`` ``--full``
+and ``--pad-reference``; ``threads`` ``--seconds``, ``--repeat``, ``--conns``; ``soak``
+``--minutes``, ``--rate``, ``--outage-s``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from loadtest import (
     bench_profile,
     bench_proxy,
     bench_readpaths,
+    bench_threads,
     soak,
 )
 
@@ -20,6 +22,7 @@ SUITES = {
     "capture": bench_capture.main,
     "payloads": bench_payloads.main,
     "proxy": bench_proxy.main,
+    "threads": bench_threads.main,
     "profile": bench_profile.main,
     "monitor": bench_monitor.main,
     "readpaths": bench_readpaths.main,

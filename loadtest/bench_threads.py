@@ -1,0 +1,99 @@
+"""Where capture's cost lands in the proxy, thread by thread (issue 4).
+
+    python -m loadtest threads [--seconds=10] [--repeat=2] [--conns=16]
+
+The toy model, the proxy with capture on (100%) and with capture sampled
+out (rate 0), as ``python -m loadtest proxy`` starts them; wrk drives each
+proxy in turn, ``--repeat`` times, alternating. Around each run, every
+thread's ``/proc/<pid>/task/<tid>/schedstat`` (CPU time, time runnable but
+waiting for a core) and ``status`` (voluntary and involuntary context
+switches) is read for the proxy, its children (the encoder helper) and the
+model, and printed per request. The proxy's event loop is the thread whose
+id is the process id. Needs wrk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from loadtest import bench_proxy
+from loadtest.sysinfo import children
+
+#: (run ns, run-queue wait ns, voluntary switches, involuntary switches)
+Counters = tuple[int, int, int, int]
+
+
+def _thread_counters(pid: int) -> dict[int, Counters]:
+    out: dict[int, Counters] = {}
+    with contextlib.suppress(FileNotFoundError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                    run, wait, _ = map(int, fh.read().split())
+                with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                    status = dict(
+                        line.split(":\t", 1) for line in fh.read().splitlines() if ":\t" in line
+                    )
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+            out[int(tid)] = (
+                run,
+                wait,
+                int(status["voluntary_ctxt_switches"]),
+                int(status["nonvoluntary_ctxt_switches"]),
+            )
+    return out
+
+
+def _snapshot(roles: dict[int, str]) -> dict[tuple[str, int], Counters]:
+    return {
+        (role, tid): c for pid, role in roles.items() for tid, c in _thread_counters(pid).items()
+    }
+
+
+def main(flags: list[str]) -> None:
+    if not shutil.which("wrk"):
+        print("needs wrk: apt-get install wrk", file=sys.stderr)
+        return
+    flag = bench_proxy._flag
+    seconds = int(flag(flags, "--seconds", "10"))
+    repeat = int(flag(flags, "--repeat", "2"))
+    conns = int(flag(flags, "--conns", "16"))
+    names = (bench_proxy.MODEL, bench_proxy.CAPTURE_ON, bench_proxy.CAPTURE_OFF)
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
+        tmp = Path(d)
+        rows = {k: v for k, v in bench_proxy._rows(tmp).items() if k in names}
+        pids = bench_proxy._start(stack, rows)
+        script = tmp / "predict.lua"
+        script.write_text(bench_proxy.lua(bench_proxy.BODY))
+        print(
+            f"# per-thread CPU under wrk -t1 -c{conns}, {seconds}s a run, predict payload; "
+            "µs per request (switches per request)"
+        )
+        print("| proxy | run | req/s | thread | CPU µs | run-queue wait µs | vol. | invol. |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for run in range(1, repeat + 1):
+            for name in (bench_proxy.CAPTURE_ON, bench_proxy.CAPTURE_OFF):
+                pid = pids[name]
+                roles = {pid: "proxy", pids[bench_proxy.MODEL]: "model"}
+                roles.update({int(c): "helper" for c in children(pid)})
+                before = _snapshot(roles)
+                r = bench_proxy.wrk(rows[name][0], conns, seconds, script, bench_proxy.PATH)
+                after = _snapshot(roles)
+                n = max(r["requests"], 1.0)
+                for (role, tid), now in sorted(after.items()):
+                    was = before.get((role, tid), (0, 0, 0, 0))
+                    run_ns, wait_ns, vol, invol = (a - b for a, b in zip(now, was, strict=True))
+                    if run_ns < 0.01 * seconds * 1e9:  # idle threads: under 1% of a core
+                        continue
+                    thread = "event loop" if role == "proxy" and tid == pid else f"{role} {tid}"
+                    print(
+                        f"| {name} | {run} | {r['rps']:,.0f} | {thread} | {run_ns / n / 1e3:.1f} | "
+                        f"{wait_ns / n / 1e3:.1f} | {vol / n:.2f} | {invol / n:.2f} |",
+                        flush=True,
+                    )

@@ -29,6 +29,7 @@ import ctypes
 import logging
 import os
 import sys
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class PadError(ValueError):
     """``MODELTAP_MONITOR_MALLOC_PAD`` is not a byte count."""
 
 
-def pad_bytes(environ: dict[str, str] | None = None) -> int:
+def pad_bytes(environ: Mapping[str, str] | None = None) -> int:
     """The pad the environment asks for (``DEFAULT_PAD`` when unset)."""
     env = os.environ if environ is None else environ
     text = env.get(PAD_ENV, "").strip()

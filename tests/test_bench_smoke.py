@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import bench_monitor, bench_profile
+from loadtest import bench_monitor, bench_profile, bench_threads
 
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 
@@ -69,6 +69,7 @@ def test_suites_are_registered() -> None:
     from loadtest.__main__ import SUITES
 
     assert SUITES["profile"] is bench_profile.main and SUITES["monitor"] is bench_monitor.main
+    assert SUITES["threads"] is bench_threads.main
 
 
 @pytest.mark.slow

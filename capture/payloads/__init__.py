@@ -125,12 +125,10 @@ class PayloadExtractor:
                 notes.add(f"{lk.FIELD} field is not an object")
                 report = None
         header_value = header(exchange, lk.HEADER, response=True)
-        from_header = (
-            None
-            if header_value is None
-            else lk.parse_header(header_value, self.lookups_max_bytes, notes)
-        )
-        record["response"]["headers"].pop(lk.HEADER, None)
+        from_header = None
+        if header_value is not None:  # else the record's headers cannot hold it either
+            from_header = lk.parse_header(header_value, self.lookups_max_bytes, notes)
+            record["response"]["headers"].pop(lk.HEADER, None)
 
         adapter = self.choose(request, response, exchange)
         if adapter is None:
@@ -154,13 +152,20 @@ class PayloadExtractor:
                     lk.apply_item_lookups(rows, items, notes)
         if extraction.error:
             notes.items.insert(0, extraction.error)
+        context = extraction.context
         record["rows"] = rows
-        record["context"] = {**record.get("context", {}), **extraction.context}
-        record["lookups"] = {**record.get("lookups", {}), **lookups}
+        record["context"] = _merged(record.get("context"), context)
+        record["lookups"] = _merged(record.get("lookups"), lookups)
         record["parse"] = {
             "adapter": None if extraction.adapter == "none" else extraction.adapter,
             "error": notes.text(),
         }
-        version = extraction.context.get("model_version")
+        version = context.get("model_version") if context else None
         if version and not record["model"].get("version"):
             record["model"]["version"] = str(version)
+
+
+def _merged(before: Any, new: dict[str, Any]) -> dict[str, Any]:
+    """``before`` updated with ``new``, as a new dict; ``new`` itself when
+    ``before`` is empty (an extraction's dicts are its own, made for the record)."""
+    return {**before, **new} if before else new

@@ -27,7 +27,8 @@ _UNNAMED = tuple(f"f{i}" for i in range(256))  # names of unnamed columns, built
 
 @dataclass(slots=True)  # not frozen: half the cost to build, one per exchange
 class Extraction:
-    """The tabular part of one exchange, as an adapter read it."""
+    """The tabular part of one exchange, as an adapter read it. Its dicts
+    and lists are new for each extraction: the record takes them as they are."""
 
     adapter: str
     rows: list[dict[str, Any]] = field(default_factory=list)
@@ -136,8 +137,11 @@ def columns_to_rows(columns: dict[str, Any], notes: Notes) -> list[dict[str, Any
 
 
 def header(exchange: Exchange, name: str, response: bool = False) -> str | None:
+    """The value of header ``name`` (any case), or None. Names of another
+    length are passed over without lowercasing them (most of them)."""
     lower = name.lower()
+    size = len(lower)
     for k, v in exchange.response_headers if response else exchange.request_headers:
-        if k.lower() == lower:
+        if len(k) == size and k.lower() == lower:
             return v
     return None

@@ -20,8 +20,9 @@ class KServeV1Adapter:
 
     def extract(self, request: Any, response: Any, exchange: Exchange) -> Extraction:
         notes = Notes()
-        rows = rows_from_instances(request.get("instances"), None, notes)
-        total = len(request["instances"]) if isinstance(request.get("instances"), list) else None
+        instances = request.get("instances")
+        rows = rows_from_instances(instances, None, notes)
+        total = len(instances) if isinstance(instances, list) else None
         if isinstance(response, dict):
             preds = response.get("predictions", response.get("outputs"))
             attach_predictions(rows, preds, notes, total=total)

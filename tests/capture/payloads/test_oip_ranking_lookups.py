@@ -7,6 +7,9 @@ import orjson
 import pytest
 import tritonclient.http as triton
 
+from capture.payloads.base import header
+from capture.record import RecordConfig
+from capture.types import Exchange
 from tests.capture.payloads.helpers import run
 
 OIP_PATH = "/v2/models/fraud/infer"
@@ -209,6 +212,31 @@ def test_lookups_from_the_header_plain_and_by_position():
         resp_headers=[("x-modeltap-lookups", hdr)],
     )
     assert [row["lookups"] for row in r["rows"]] == [{"s": 1}, {"s": 2}]
+
+
+def test_lookups_header_left_out_of_the_record_even_when_allowlisted():
+    hdr = orjson.dumps({"user_ltv": 3.5}).decode()
+    config = RecordConfig(header_allowlist=frozenset({"x-modeltap-lookups", "content-type"}))
+    r = run(
+        {"instances": [[1]]},
+        {"predictions": [1]},
+        resp_headers=[("content-type", "application/json"), ("X-ModelTap-Lookups", hdr)],
+        config=config,
+    )
+    assert r["lookups"] == {"user_ltv": 3.5}
+    assert r["response"]["headers"] == {"content-type": "application/json"}
+
+
+def test_header_lookup_ignores_case_and_only_matches_the_whole_name():
+    ex = Exchange.of(b"{}", b"{}")._replace(
+        request_headers=[("X-Request-Ix", "no"), ("X-REQUEST-ID", "yes"), ("x-request-id", "2nd")],
+        response_headers=[("Content-Type", "text/csv")],
+    )
+    assert header(ex, "x-request-id") == "yes"  # the first of a repeated name
+    assert header(ex, "X-Request-Id") == "yes"
+    assert header(ex, "content-type", response=True) == "text/csv"
+    assert header(ex, "content-type") is None
+    assert header(ex, "x-request") is None
 
 
 @pytest.mark.parametrize(

@@ -206,10 +206,6 @@ class RecordConfig:
         return lowered, kept
 
 
-def _is_text_type(content_type: str | None) -> bool:
-    return content_type is None or _text_type(content_type)
-
-
 @functools.lru_cache(maxsize=256)
 def _text_type(content_type: str) -> bool:
     return any(t in content_type.lower() for t in _TEXT_TYPES)
@@ -236,10 +232,12 @@ def encode_body(
     if full_size == 0 and not body:
         return None, None
     limit = config.max_body_bytes
-    truncated = full_size > len(body) or len(body) > limit
-    data = body[:limit]
+    size = len(body)
+    truncated = full_size > size or size > limit
+    data = body[:limit] if truncated else body
+    is_text = content_type is None or _text_type(content_type)
     parsed: Any = None
-    if not truncated and _is_text_type(content_type) and data.lstrip()[:1] in (b"{", b"["):
+    if not truncated and is_text and data.lstrip()[:1] in (b"{", b"["):
         try:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -251,7 +249,7 @@ def encode_body(
     out: dict[str, Any] = {"size": full_size}
     if truncated:
         out["truncated"] = True
-    text = _decode_prefix(data, truncated) if _is_text_type(content_type) else None
+    text = _decode_prefix(data, truncated) if is_text else None
     if text is not None:
         out.update(encoding="text", data=text)
     else:

@@ -6,7 +6,7 @@ The toy model, the proxy with capture on (100%) and with capture sampled
 out (rate 0), as ``python -m loadtest proxy`` starts them; wrk drives each
 proxy in turn, ``--repeat`` times, alternating. Around each run, every
 thread's ``/proc/<pid>/task/<tid>/schedstat`` (CPU time, time runnable but
-waiting for a core) and ``status`` (voluntary and involuntary context
+waiting for a core), ``stat`` (minor page faults) and ``status`` (voluntary and involuntary context
 switches) is read for the proxy, its children (the encoder helper) and the
 model, and printed per request. The proxy's event loop is the thread whose
 id is the process id. Needs wrk.
@@ -24,8 +24,8 @@ from pathlib import Path
 from loadtest import bench_proxy
 from loadtest.sysinfo import children
 
-#: (run ns, run-queue wait ns, voluntary switches, involuntary switches)
-Counters = tuple[int, int, int, int]
+#: (run ns, run-queue wait ns, voluntary switches, involuntary switches, minor page faults)
+Counters = tuple[int, int, int, int, int]
 
 
 def _thread_counters(pid: int) -> dict[int, Counters]:
@@ -39,6 +39,8 @@ def _thread_counters(pid: int) -> dict[int, Counters]:
                     status = dict(
                         line.split(":\t", 1) for line in fh.read().splitlines() if ":\t" in line
                     )
+                with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+                    minflt = int(fh.read().rsplit(")", 1)[1].split()[7])  # field 10 of proc(5)
             except FileNotFoundError:  # the thread ended meanwhile
                 continue
             out[int(tid)] = (
@@ -46,6 +48,7 @@ def _thread_counters(pid: int) -> dict[int, Counters]:
                 wait,
                 int(status["voluntary_ctxt_switches"]),
                 int(status["nonvoluntary_ctxt_switches"]),
+                minflt,
             )
     return out
 
@@ -75,8 +78,11 @@ def main(flags: list[str]) -> None:
             f"# per-thread CPU under wrk -t1 -c{conns}, {seconds}s a run, predict payload; "
             "µs per request (switches per request)"
         )
-        print("| proxy | run | req/s | thread | CPU µs | run-queue wait µs | vol. | invol. |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print(
+            "| proxy | run | req/s | thread | CPU µs | run-queue wait µs | vol. | invol. "
+            "| minor faults |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for run in range(1, repeat + 1):
             for name in (bench_proxy.CAPTURE_ON, bench_proxy.CAPTURE_OFF):
                 pid = pids[name]
@@ -87,13 +93,16 @@ def main(flags: list[str]) -> None:
                 after = _snapshot(roles)
                 n = max(r["requests"], 1.0)
                 for (role, tid), now in sorted(after.items()):
-                    was = before.get((role, tid), (0, 0, 0, 0))
-                    run_ns, wait_ns, vol, invol = (a - b for a, b in zip(now, was, strict=True))
+                    was = before.get((role, tid), (0, 0, 0, 0, 0))
+                    run_ns, wait_ns, vol, invol, faults = (
+                        a - b for a, b in zip(now, was, strict=True)
+                    )
                     if run_ns < 0.01 * seconds * 1e9:  # idle threads: under 1% of a core
                         continue
                     thread = "event loop" if role == "proxy" and tid == pid else f"{role} {tid}"
                     print(
                         f"| {name} | {run} | {r['rps']:,.0f} | {thread} | {run_ns / n / 1e3:.1f} | "
-                        f"{wait_ns / n / 1e3:.1f} | {vol / n:.2f} | {invol / n:.2f} |",
+                        f"{wait_ns / n / 1e3:.1f} | {vol / n:.2f} | {invol / n:.2f} | "
+                        f"{faults / n:.3f} |",
                         flush=True,
                     )

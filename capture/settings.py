@@ -98,6 +98,10 @@ class CaptureSettings:
     s3_region: str | None = None
     s3_sse: str | None = None
     s3_kms_key_id: str | None = None
+    # Per S3 call: tries in all (1 = no retry), and seconds per try (S3Sink's defaults).
+    s3_max_attempts: int = 3
+    s3_connect_timeout_s: float = 2.0
+    s3_read_timeout_s: float = 10.0
     model: str = "model"
     model_version: str | None = None
     model_variant: str | None = None
@@ -152,6 +156,13 @@ class CaptureSettings:
             raise ConfigError(
                 f"MODELTAP_ENCODER={self.encoder!r} must be one of {', '.join(ENCODERS)}"
             )
+        if self.s3_max_attempts < 1:
+            raise ConfigError(f"MODELTAP_S3_MAX_ATTEMPTS must be >= 1, got {self.s3_max_attempts}")
+        for name in ("s3_connect_timeout_s", "s3_read_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(
+                    f"MODELTAP_{name.upper()} must be > 0 seconds, got {getattr(self, name)}"
+                )
         if self.spool_max_bytes < 1:
             raise ConfigError(f"spool_max_bytes must be >= 1, got {self.spool_max_bytes}")
         if not self.profile_max_age_s > 0:
@@ -230,4 +241,7 @@ class CaptureSettings:
             "region": self.s3_region,
             "sse": self.s3_sse,
             "kms_key_id": self.s3_kms_key_id,
+            "max_attempts": self.s3_max_attempts,
+            "connect_timeout": self.s3_connect_timeout_s,
+            "read_timeout": self.s3_read_timeout_s,
         }

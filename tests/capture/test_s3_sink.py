@@ -15,7 +15,9 @@ from typing import Any
 
 import pytest
 
+from capture.capturer import Capturer
 from capture.errors import ConfigError, SinkError, UnsafeNameError
+from capture.settings import CaptureSettings
 from capture.sinks import sink_from_url
 from capture.sinks.s3 import S3Sink
 from tests.faults import TcpProxy
@@ -217,6 +219,34 @@ def test_server_that_never_answers_is_a_retryable_timeout(aws_test_env):
         elapsed = time.monotonic() - began
     assert info.value.retryable is True and "Timeout" in str(info.value)
     assert 0.4 < elapsed < 5
+
+
+def test_timeouts_and_attempts_come_from_the_environment(aws_test_env):
+    # The capture's own S3 sink, built from MODELTAP_* alone, against a server
+    # that never answers: with the defaults (3 tries of 10 s) this takes ~30 s.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        settings = CaptureSettings.from_env(
+            {
+                "MODELTAP_SINK": "s3://bkt/captures",
+                "MODELTAP_S3_ENDPOINT_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+                "MODELTAP_S3_REGION": "us-east-1",
+                "MODELTAP_S3_MAX_ATTEMPTS": "2",
+                "MODELTAP_S3_CONNECT_TIMEOUT_S": "0.5",
+                "MODELTAP_S3_READ_TIMEOUT_S": "0.4",
+            }
+        )
+        with Capturer(settings) as cap:
+            config = cap.sink._client.meta.config
+            assert (config.connect_timeout, config.read_timeout) == (0.5, 0.4)
+            assert config.retries["total_max_attempts"] == 2
+            began = time.monotonic()
+            with pytest.raises(SinkError) as info:
+                cap.sink.put("m/a.jsonl.gz", b"x")
+            elapsed = time.monotonic() - began
+    assert info.value.retryable is True and "Timeout" in str(info.value)
+    assert 0.7 < elapsed < 5  # two tries of 0.4 s
 
 
 @pytest.fixture(scope="module")

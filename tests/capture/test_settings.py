@@ -36,6 +36,9 @@ def test_from_env_parses_every_kind():
         ("MODELTAP_CAPTURE_BODIES", "maybe", "MODELTAP_CAPTURE_BODIES"),
         ("MODELTAP_REDACT_MODE", "hash", "MODELTAP_REDACT_KEY"),
         ("MODELTAP_MODEL", "../etc", "model"),
+        ("MODELTAP_S3_MAX_ATTEMPTS", "0", "MODELTAP_S3_MAX_ATTEMPTS"),
+        ("MODELTAP_S3_CONNECT_TIMEOUT_S", "-1", "MODELTAP_S3_CONNECT_TIMEOUT_S"),
+        ("MODELTAP_S3_READ_TIMEOUT_S", "0", "MODELTAP_S3_READ_TIMEOUT_S"),
     ],
 )
 def test_bad_values_fail_at_start_naming_the_setting(var, value, named):

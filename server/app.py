@@ -41,8 +41,13 @@ log = logging.getLogger(__name__)
 ADMIN_PREFIX = "/_modeltap/"
 MAX_HEADER_BYTES = 1 << 20
 MAX_LABEL_BODY_BYTES = 16 << 20  # one posted label batch (~150k labels)
-#: How long readyz waits for each capture check (a Kubernetes probe's default timeout is 1 s).
+#: How long readyz waits for each capture check (sink, spool).
 CHECK_TIMEOUT_S = 0.5
+#: How long readyz waits for the upstream's answer to ``GET /``.
+UPSTREAM_CHECK_TIMEOUT_S = 2.0
+#: The longest readyz takes: a probe's timeout must be longer than this
+#: (Kubernetes' default of 1 s is not; deploy/k8s sets 4 s).
+READYZ_MAX_S = UPSTREAM_CHECK_TIMEOUT_S + 2 * CHECK_TIMEOUT_S
 
 
 class ProxyApp:
@@ -242,15 +247,19 @@ def _admin_app(proxy: ProxyApp) -> FastAPI:
         balancer that pulled every replica during an S3 outage would turn a
         capture outage into a model outage, while the spool or the buffer
         absorbs it (and drops are counted). ``?strict=true`` counts them too,
-        for a check that must know capture works. Each capture check gets
-        ``CHECK_TIMEOUT_S``, so a sink that hangs cannot stall the probe.
+        for a check that must know capture works. The upstream gets
+        ``UPSTREAM_CHECK_TIMEOUT_S`` and each capture check
+        ``CHECK_TIMEOUT_S``, so neither a hung model nor a hung sink can
+        stall the probe past ``READYZ_MAX_S``.
         """
         checks: dict[str, Any] = {}
         pool, capturer = proxy.pool, proxy.capturer
         if pool is None or capturer is None:
             return JSONResponse({"ready": False, "checks": {"startup": "not done"}}, 503)
         try:
-            async with await pool.request("GET", b"/", [], timeout_s=2.0) as resp:
+            async with await pool.request(
+                "GET", b"/", [], timeout_s=UPSTREAM_CHECK_TIMEOUT_S
+            ) as resp:
                 checks["upstream"] = f"HTTP {resp.status}"
         except UpstreamError as exc:
             checks["upstream"] = f"unreachable: {type(exc).__name__}"

@@ -9,6 +9,7 @@ import shlex
 from typing import Any
 
 from monitor_job.cli import build_parser
+from server.app import READYZ_MAX_S
 from server.settings import ProxySettings
 from tests.deploy.manifests import command, compose, k8s_docs, setting_names
 
@@ -60,6 +61,12 @@ def test_the_proxy_sidecar_fronts_the_model_with_probes_on_admin_routes() -> Non
     # The same images the compose file builds.
     images = {s["image"] for s in compose()["services"].values()}
     assert {c["image"] for c in containers.values()} <= images
+
+
+def test_readiness_probe_waits_longer_than_readyz_can_take() -> None:
+    probe = _containers()["modeltap-proxy"]["readinessProbe"]
+    assert probe.get("timeoutSeconds", 1) > READYZ_MAX_S  # Kubernetes' default is 1 s
+    assert probe["periodSeconds"] >= probe["timeoutSeconds"]
 
 
 def test_grace_period_covers_prestop_drain_and_flush() -> None:

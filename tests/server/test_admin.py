@@ -1,8 +1,12 @@
 """Admin routes under /_modeltap/ and the Prometheus output of a running proxy."""
 
+import socket
+import time
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from server.app import READYZ_MAX_S, UPSTREAM_CHECK_TIMEOUT_S
 from tests.server.conftest import run_proxy
 from tests.servers import free_port
 from tests.support import wait_for
@@ -29,6 +33,19 @@ def test_readyz_reports_an_unreachable_upstream(tmp_path):
         r = httpx.get(p.url + "/_modeltap/readyz")
         assert httpx.get(p.url + "/_modeltap/healthz").status_code == 200
     assert r.status_code == 503 and r.json()["checks"]["upstream"].startswith("unreachable")
+
+
+def test_readyz_answers_within_its_bound_when_the_model_hangs(tmp_path):
+    # A listener that never accepts: the connection opens, no answer comes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        with run_proxy(f"http://127.0.0.1:{silent.getsockname()[1]}", tmp_path / "c") as p:
+            began = time.monotonic()
+            r = httpx.get(p.url + "/_modeltap/readyz", timeout=30)
+            took = time.monotonic() - began
+    assert r.status_code == 503 and r.json()["checks"]["upstream"] == "unreachable: UpstreamTimeout"
+    assert UPSTREAM_CHECK_TIMEOUT_S * 0.9 < took < READYZ_MAX_S
 
 
 def test_readyz_stays_ready_when_only_the_capture_fails_unless_strict(model_url, tmp_path):

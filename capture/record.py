@@ -234,7 +234,7 @@ def encode_body(
     limit = config.max_body_bytes
     size = len(body)
     truncated = full_size > size or size > limit
-    data = body[:limit] if truncated else body
+    data = body[:limit]
     is_text = content_type is None or _text_type(content_type)
     parsed: Any = None
     if not truncated and is_text and data.lstrip()[:1] in (b"{", b"["):

@@ -96,8 +96,8 @@ def rows_from_instances(
     if not isinstance(instances, list):
         notes.add(f"instances is a {type(instances).__name__}, not a list")
         return []
-    if len(instances) > MAX_ROWS:
-        instances = list(cap_rows(instances, notes))
+    if len(instances) > MAX_ROWS:  # checked here too: saves a call per record
+        instances = cap_rows(instances, notes)
     return [{"features": feature_dict(v, names, notes)} for v in instances]
 
 

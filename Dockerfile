@@ -6,7 +6,7 @@
 #   docker run --entrypoint modeltap-monitor modeltap:0.1.0 run --captures s3://... ...
 #
 # Every MODELTAP_* variable is a proxy setting (README, "Settings"). Stages:
-# builder (a venv with modeltap[monitor]), runtime (that venv on a slim base,
+# builder (a venv with modeltap[monitor], compiled), runtime (that venv on a slim base,
 # non-root, no compilers or pip caches), toy-model (runtime plus loadtest/:
 # the toy model and the traffic generator of the compose demo) and proxy
 # (the default target). tests/deploy/test_dockerfile.py runs the proxy
@@ -16,15 +16,21 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# Every dependency ships manylinux wheels (amd64, arm64) and modeltap is pure
-# Python, so no compiler is needed even here.
+# Every dependency ships manylinux wheels (amd64, arm64). The compiler is for
+# modeltap's own hot modules, which setup.py compiles with mypyc; it stays in
+# this stage. Without it the install would quietly fall back to interpreted
+# Python, so the last step fails the build if nothing was compiled.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/modeltap
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY capture capture
 COPY server server
 COPY monitor_job monitor_job
-RUN /opt/modeltap/bin/pip install '.[monitor]'
+RUN /opt/modeltap/bin/pip install '.[monitor]' \
+    && /opt/modeltap/bin/python -c "import capture, sys; sys.exit(0 if capture.compiled_modules() else 'modeltap was not compiled')"
 
 FROM ${PYTHON_IMAGE} AS runtime
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/modeltap modeltap \

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from capture.buffer import CaptureBuffer, encode_items
 from capture.clock import SystemClock
@@ -55,7 +55,7 @@ class RecordBuilder:
     (``capture.offload``), so both build exactly the same records."""
 
     #: The counters building adds to (the helper sends them back per batch).
-    COUNTERS = ("parse_errors", "redactions")
+    COUNTERS: ClassVar[tuple[str, ...]] = ("parse_errors", "redactions")
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from capture import compiled_modules
 from capture.capturer import Capturer
 from capture.errors import CaptureError
 from capture.settings import CaptureSettings
@@ -104,7 +105,13 @@ class ProxyApp:
             timeout_s=s.upstream_timeout_s,
             stream_capture=s.stream_capture,
         )
-        log.info("proxying to %s, capturing to %s", s.upstream_url, self.capturer.sink.describe())
+        native = compiled_modules()
+        log.info(
+            "proxying to %s, capturing to %s (%s)",
+            s.upstream_url,
+            self.capturer.sink.describe(),
+            f"{len(native)} modules compiled" if native else "interpreted",
+        )
 
     async def shutdown(self) -> None:
         self.forwarder = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,33 @@ from tests.faults import TcpProxy
 from tests.seaweed import ACCESS_KEY, REGION, SECRET_KEY, SeaweedServer
 
 _buckets = itertools.count()
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+def stale_sources(root: Path = _ROOT) -> list[str]:
+    """Sources of ``capture`` and ``server`` newer than the mypyc build beside
+    them (``setup.py``; empty when nothing is compiled). Python imports a
+    module's ``.so`` in preference to its ``.py``, so after such an edit the
+    tests would run the old code."""
+    built = [p.stat().st_mtime for p in root.glob("modeltap_native__mypyc.*")]
+    if not built:
+        return []
+    oldest = min(built)
+    return sorted(
+        str(p.relative_to(root))
+        for package in ("capture", "server")
+        for p in (root / package).rglob("*.py")
+        if p.stat().st_mtime > oldest
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    stale = stale_sources()
+    if stale:
+        raise pytest.UsageError(
+            f"the compiled modules are older than {', '.join(stale[:5])}: ./dev test rebuilds "
+            "them (or MODELTAP_PURE_PYTHON=1 ./dev test runs without them)"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -51,6 +51,14 @@ def test_stages_slim_non_root_and_no_build_tools_in_the_image() -> None:
         assert not re.search(r"apt-get install|gcc|build-essential|pip install", runs), name
     builder = " ".join(rest for word, rest in STAGES["builder"].instructions)
     assert "pip install '.[monitor]'" in builder  # the monitor is in the same image
+    # the compiled modules (setup.py): the build script and a C compiler are
+    # there, and the build fails rather than ship interpreted Python
+    assert re.search(
+        r"COPY [^\n]*\bsetup\.py\b",
+        "\n".join(f"{w} {r}" for w, r in STAGES["builder"].instructions),
+    )
+    assert re.search(r"apt-get install [^&]*\bgcc\b", builder)
+    assert "capture.compiled_modules()" in builder
 
 
 def test_entrypoint_is_the_console_script_pyproject_declares() -> None:

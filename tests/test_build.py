@@ -58,7 +58,10 @@ def test_the_compiled_modules_are_the_ones_in_use() -> None:
         assert capture.compiled_modules() == []
         return
     # optional extensions fail quietly without a compiler: say so here
-    assert capture.compiled_modules() == names
+    assert capture.compiled_modules() == names, (
+        "the install did not compile what setup.py lists: is there a C compiler? "
+        "(MODELTAP_PURE_PYTHON=1 ./dev test tests the interpreted package)"
+    )
     for module in (capture.record, server.proxy):
         assert module.__file__ is not None and not module.__file__.endswith(".py")
 

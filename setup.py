@@ -18,8 +18,10 @@ Modules compiled: those that run once per exchange or record. Not compiled:
 modules with long loops on a background thread of the capturing process
 (compiled code holds the GIL until it returns to the interpreter, so a loop
 over a batch there would stall the request path: see ``capture.buffer``'s
-``GIL_YIELD_EVERY``), and ``server.upstream``, whose async generator mypyc
-does not compile.
+``GIL_YIELD_EVERY``, which makes ``encode_items`` safe); ``server.upstream``,
+whose async generator mypyc does not compile; and ``server.metrics``, whose
+``PredictionTally`` crosses to the helper by pickle, which a mypyc native
+class does not survive (it is rebuilt through ``__init__``).
 """
 
 from __future__ import annotations

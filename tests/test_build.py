@@ -5,7 +5,9 @@ a background thread still lets the request path run."""
 from __future__ import annotations
 
 import ast
+import math
 import os
+import pickle
 import threading
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from capture.capturer import RecordBuilder
 from capture.settings import CaptureSettings
 from capture.stats import CaptureStats
 from loadtest.bench_payloads import proxied_exchange
+from server.metrics import PredictionTally
 from tests.conftest import stale_sources
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +51,13 @@ def test_compiled_list_names_sources_that_can_be_compiled() -> None:
         assert path.split("/")[0] in ("capture", "server"), path
     # long batch loops on background threads of the capturing process, and
     # an async generator mypyc cannot compile, stay interpreted (setup.py)
-    for left_out in ("capture/offload.py", "capture/traffic.py", "server/upstream.py"):
+    # and server.metrics' PredictionTally must unpickle in the helper
+    for left_out in (
+        "capture/offload.py",
+        "capture/traffic.py",
+        "server/upstream.py",
+        "server/metrics.py",
+    ):
         assert left_out not in paths
 
 
@@ -116,3 +125,20 @@ def test_a_batch_encoded_on_a_thread_lets_other_threads_run() -> None:
     # 0.3 s, its longest wait 2.5 ms; without them 6 times, longest 76 ms
     assert len(gaps) >= total / 0.02, (len(gaps), total)
     assert max(gaps) < total / 3, (max(gaps), total)
+
+
+def test_what_the_helper_is_started_with_survives_pickle() -> None:
+    """``EncoderProcess`` pickles the settings and the proxy's tally to the
+    helper; a mypyc native class would not unpickle (why ``server.metrics``
+    is not compiled), and the helper would never start."""
+    bounds = [0.25 * k for k in range(5)] + [math.inf]
+    settings = CaptureSettings(model="toy")
+    tally = PredictionTally(bounds, bounds)
+    settings2, tally2 = pickle.loads(pickle.dumps((settings, tally)))
+    assert settings2 == settings
+    builder = RecordBuilder(settings, stats=CaptureStats())
+    record = builder.process(proxied_exchange(1, "predict"))
+    assert record is not None
+    tally.add(record)
+    tally2.add(record)
+    assert tally2.take() == tally.take() != {}

@@ -30,6 +30,9 @@ import os
 import sys
 
 from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+GROUP = "modeltap_native"
 
 #: Compiled modules, as paths from the project root. tests/test_build.py
 #: checks that each exists and that the list matches the installed build.
@@ -74,10 +77,30 @@ def ext_modules() -> list:  # type: ignore[type-arg]
         "--ignore-missing-imports",
         "--follow-imports=silent",
     ]
-    exts = mypycify(options + COMPILED, opt_level="3", group_name="modeltap_native")
+    exts = mypycify(options + COMPILED, opt_level="3", group_name=GROUP)
     for ext in exts:
         ext.optional = True  # no C compiler: install as interpreted Python
     return exts
 
 
-setup(ext_modules=ext_modules())
+class AllOrNone(build_ext):
+    """Each compiled module's own small extension imports the shared one
+    (``modeltap_native__mypyc``, mypyc's group). If that one failed to build
+    (say the compiler ran out of memory on its large C file) while the small
+    ones built, those modules could not be imported at all: then drop every
+    extension, and the package installs as interpreted Python."""
+
+    def run(self) -> None:
+        super().run()
+        built = [self.get_ext_fullpath(ext.name) for ext in self.extensions]
+        shared = [
+            p for ext, p in zip(self.extensions, built, strict=True) if ext.name.startswith(GROUP)
+        ]
+        if built and not all(os.path.exists(p) for p in shared):
+            for path in built:
+                if os.path.exists(path):
+                    os.remove(path)
+            print("modeltap: the shared compiled module failed to build: installing interpreted")
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_ext": AllOrNone})

@@ -1,7 +1,8 @@
-"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [threads] [profile] [monitor]
-[readpaths] [soak] [--quick]`` (``profile`` also takes ``--no-reference``; ``monitor`` ``--full``
-and ``--pad-reference``; ``threads`` ``--seconds``, ``--repeat``, ``--conns``; ``soak``
-``--minutes``, ``--rate``, ``--outage-s``)."""
+"""Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [threads] [neighbour]
+[profile] [monitor] [readpaths] [soak] [--quick]`` (``profile`` also takes ``--no-reference``;
+``monitor`` ``--full`` and ``--pad-reference``; ``threads`` ``--seconds``, ``--repeat``,
+``--conns``; ``neighbour`` those and ``--period``; ``soak`` ``--minutes``, ``--rate``,
+``--outage-s``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from loadtest import (
     bench_capture,
     bench_monitor,
+    bench_neighbour,
     bench_payloads,
     bench_profile,
     bench_proxy,
@@ -23,6 +25,7 @@ SUITES = {
     "payloads": bench_payloads.main,
     "proxy": bench_proxy.main,
     "threads": bench_threads.main,
+    "neighbour": bench_neighbour.main,
     "profile": bench_profile.main,
     "monitor": bench_monitor.main,
     "readpaths": bench_readpaths.main,

@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -228,6 +228,7 @@ def main(flags: list[str]) -> None:
                                 seconds,
                                 scripts[payload],
                                 path,
+                                pids.values(),
                             )
                         )
                 for name in names:
@@ -378,11 +379,58 @@ def rss(flags: list[str]) -> None:
         print(f"| {samples[0]:.0f} MB | {max(samples):.0f} MB | {samples[-1]:.0f} MB |")
 
 
+#: ``settle``: the servers count as quiet when all of them together use
+#: under this share of one core over ``SETTLE_WINDOW_S``.
+SETTLE_SHARE = 0.02
+SETTLE_WINDOW_S = 0.25
+
+
+def settle(pids: Iterable[int], timeout: float = 30.0) -> float:
+    """Wait until the servers (and their children) are quiet; the seconds waited.
+
+    A capture-on run leaves work behind it: the helper may still be
+    building the last sealed batch when wrk stops. Started at once, the
+    next cell (capture off, say) would share the machine with that work
+    and look slower, and capture on would look cheaper than it is. The
+    batch still open when a run ends is not waited for: it is sealed and
+    built during the next capture-on run, as the previous run's was in
+    this one, so each run carries about as much in as it leaves out.
+    """
+    start = time.monotonic()
+    pids = list(pids)
+
+    def total() -> float:
+        used = 0.0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                used += sum(tree_cpu_seconds(pid))
+        return used
+
+    last = total()
+    while time.monotonic() - start < timeout:
+        time.sleep(SETTLE_WINDOW_S)
+        now = total()
+        if now - last < SETTLE_SHARE * SETTLE_WINDOW_S:
+            break
+        last = now
+    else:
+        print(f"# servers still busy after {timeout:.0f}s; measuring anyway", file=sys.stderr)
+    return time.monotonic() - start
+
+
 def _measured(
-    pid: int | None, url: str, conns: int, seconds: int, lua: Path, path: str
+    pid: int | None,
+    url: str,
+    conns: int,
+    seconds: int,
+    lua: Path,
+    path: str,
+    servers: Iterable[int] = (),
 ) -> dict[str, float]:
     """One wrk cell plus the CPU its server used per request: the process
-    itself and its children (the proxy's encoder helper, nginx's worker)."""
+    itself and its children (the proxy's encoder helper, nginx's worker).
+    Starts once ``servers`` are quiet (``settle``)."""
+    settle(servers)
     before = tree_cpu_seconds(pid) if pid else (0.0, 0.0)
     r = wrk(url, conns, seconds, lua, path)
     after = tree_cpu_seconds(pid) if pid else (0.0, 0.0)

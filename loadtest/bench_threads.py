@@ -9,13 +9,17 @@ thread's ``/proc/<pid>/task/<tid>/schedstat`` (CPU time, time runnable but
 waiting for a core), ``stat`` (minor page faults) and ``status`` (voluntary and involuntary context
 switches) is read for the proxy, its children (the encoder helper) and the
 model, and printed per request. The proxy's event loop is the thread whose
-id is the process id. Needs wrk.
+id is the process id. A machine row per run adds the idle time of all
+cores, the kernel's time (system, irq, softirq: counted in the threads'
+CPU too) and wrk's CPU, each per request, and how long the run waited
+for the servers to be quiet (``bench_proxy.settle``). Needs wrk.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -53,6 +57,18 @@ def _thread_counters(pid: int) -> dict[int, Counters]:
     return out
 
 
+def _machine() -> tuple[float, float, float]:
+    """Seconds of (idle, kernel: system + irq + softirq) summed over all
+    cores so far, and wrk's CPU seconds (this process's finished children)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = (fields[3] + fields[4]) / tick  # idle + iowait
+    kernel = (fields[2] + fields[5] + fields[6]) / tick
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return idle, kernel, child.ru_utime + child.ru_stime
+
+
 def _snapshot(roles: dict[int, str]) -> dict[tuple[str, int], Counters]:
     return {
         (role, tid): c for pid, role in roles.items() for tid, c in _thread_counters(pid).items()
@@ -88,10 +104,20 @@ def main(flags: list[str]) -> None:
                 pid = pids[name]
                 roles = {pid: "proxy", pids[bench_proxy.MODEL]: "model"}
                 roles.update({int(c): "helper" for c in children(pid)})
-                before = _snapshot(roles)
+                waited = bench_proxy.settle(pids.values())
+                before, machine_before = _snapshot(roles), _machine()
                 r = bench_proxy.wrk(rows[name][0], conns, seconds, script, bench_proxy.PATH)
-                after = _snapshot(roles)
+                after, machine_after = _snapshot(roles), _machine()
                 n = max(r["requests"], 1.0)
+                idle, kernel, wrk_cpu = (
+                    (a - b) * 1e6 / n for a, b in zip(machine_after, machine_before, strict=True)
+                )
+                print(
+                    f"| {name} | {run} | {r['rps']:,.0f} | (machine: idle {idle:.1f}, "
+                    f"kernel {kernel:.1f} of all threads' CPU; wrk {wrk_cpu:.1f}; "
+                    f"started after {waited:.2f}s of quiet-waiting) | | | | | |",
+                    flush=True,
+                )
                 for (role, tid), now in sorted(after.items()):
                     was = before.get((role, tid), (0, 0, 0, 0, 0))
                     run_ns, wait_ns, vol, invol, faults = (

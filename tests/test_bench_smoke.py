@@ -6,6 +6,9 @@ checked, only that every figure came out. The whylogs reference is skipped
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -66,10 +69,40 @@ def test_monitor_suite_prints_its_table(
 
 
 def test_suites_are_registered() -> None:
+    from loadtest import bench_neighbour
     from loadtest.__main__ import SUITES
 
     assert SUITES["profile"] is bench_profile.main and SUITES["monitor"] is bench_monitor.main
     assert SUITES["threads"] is bench_threads.main
+    assert SUITES["neighbour"] is bench_neighbour.main
+
+
+def test_settle_waits_while_a_server_is_busy() -> None:
+    """The proxy benchmarks start each run once the servers are quiet, so
+    a capture helper still building the last run's batch does not slow the
+    next run down (``bench_proxy.settle``)."""
+    from loadtest.bench_proxy import SETTLE_WINDOW_S, settle
+
+    busy_s = 1.5
+    code = (
+        "import time\n"
+        "end = time.monotonic() + float(__import__('sys').argv[1])\n"
+        "while time.monotonic() < end: pass\n"
+        "print('idle', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(busy_s)], stdout=subprocess.PIPE)
+    try:
+        started = time.monotonic()
+        waited = settle([proc.pid], timeout=30)
+        assert proc.stdout is not None and proc.stdout.readline() == b"idle\n"
+        # it returned only once the spinning had stopped, and soon after
+        assert waited >= busy_s - 3 * SETTLE_WINDOW_S
+        assert time.monotonic() - started < busy_s + 10
+        assert settle([proc.pid], timeout=30) < 4 * SETTLE_WINDOW_S  # quiet: one window
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.mark.slow

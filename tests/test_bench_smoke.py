@@ -159,6 +159,7 @@ def test_helper_batch_cost_measures_the_proxy_benchmarks_records() -> None:
     assert all("lookups" in row and "rank" in row for row in rank["rows"])
     for payload, n in (("predict", 50), ("rank", 5)):
         assert 0 < bench_payloads.helper_batch_us(payload, n, repeats=1) < 1e6
+        assert 0 < bench_payloads.helper_floor_us(payload, n, repeats=1) < 1e6
 
 
 def test_readpaths_suite_reads_every_shape_by_the_arrow_path(

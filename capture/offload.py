@@ -362,7 +362,9 @@ def serve(conn: _Duplex) -> None:
         except (EOFError, OSError):
             return
         before = {name: stats.get(name) for name in RecordBuilder.COUNTERS}
-        groups, failed = encode_items(unpack(payload), process, settings.gzip_level, settings.model)
+        groups, failed = encode_items(
+            unpack(payload), process, settings.gzip_level, settings.model, yield_gil=False
+        )
         counters = {name: stats.get(name) - before[name] for name in RecordBuilder.COUNTERS}
         summary = tally.take() if tally is not None else None
         conn.send_bytes(pickle.dumps((groups, failed, counters, summary), 5))

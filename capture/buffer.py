@@ -75,10 +75,7 @@ _POLL_S = 0.2
 #: its whole ~0.1 s. ``time.sleep(0)`` releases it (~1 µs), and a thread that
 #: has waited its switch interval (5 ms) then takes over, as it would from
 #: interpreted code. 32 ``predict`` records take ~0.3 ms; 32 100-item
-#: rankings ~4 ms. Not in the helper process (``yield_gil=False``), which
-#: has no other thread: there each release was a context switch (~400 a
-#: second at 13,000 records a second) that cost ~1 µs a record, and each
-#: wake-up competed with the proxy's event loop for the shared cores.
+#: rankings ~4 ms.
 GIL_YIELD_EVERY = 32
 
 
@@ -167,24 +164,16 @@ class _GzipLines:
 
 
 def encode_items(
-    items: Iterable[Any],
-    process: Processor,
-    gzip_level: int,
-    default_model: str,
-    *,
-    yield_gil: bool = True,
+    items: Iterable[Any], process: Processor, gzip_level: int, default_model: str
 ) -> tuple[dict[tuple[str | None, str], tuple[bytes, int]], int]:
     """Build (``process``) and encode ``items`` into one gzip JSONL object per
     ``(kind, model)``: ``{(kind, model): (bytes, records)}`` and the number of
     items that failed (logged, to be counted as ``encode_error`` drops).
-    Shared by the flusher thread and the helper process (``capture.offload``);
-    ``yield_gil``: release the GIL every ``GIL_YIELD_EVERY`` records, for
-    the other threads of this process."""
+    Shared by the flusher thread and the helper process (``capture.offload``)."""
     groups: dict[tuple[str | None, str], _GzipLines] = {}
     failed = 0
-    every = GIL_YIELD_EVERY if yield_gil else 0
     for n, item in enumerate(items, 1):
-        if every and not n % every:
+        if not n % GIL_YIELD_EVERY:
             time.sleep(0)  # compiled, this loop would hold the GIL for the whole batch
         try:
             record = process(item)

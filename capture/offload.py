@@ -362,9 +362,7 @@ def serve(conn: _Duplex) -> None:
         except (EOFError, OSError):
             return
         before = {name: stats.get(name) for name in RecordBuilder.COUNTERS}
-        groups, failed = encode_items(
-            unpack(payload), process, settings.gzip_level, settings.model, yield_gil=False
-        )
+        groups, failed = encode_items(unpack(payload), process, settings.gzip_level, settings.model)
         counters = {name: stats.get(name) - before[name] for name in RecordBuilder.COUNTERS}
         summary = tally.take() if tally is not None else None
         conn.send_bytes(pickle.dumps((groups, failed, counters, summary), 5))

@@ -32,14 +32,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 from capture.offload import HELPER_NICE
 from loadtest import bench_proxy
-from loadtest.sysinfo import children, cpu_seconds
+from loadtest.sysinfo import cpu_seconds, tree_cpu_seconds
 
 #: The burner: owes ``duty * period`` seconds of CPU every ``period`` and
 #: spins until it has paid (CPU time, not wall time: like the helper, it
@@ -70,14 +68,8 @@ def main(flags: list[str]) -> None:
     repeat = int(flag(flags, "--repeat", "3"))
     conns = int(flag(flags, "--conns", "16"))
     period = float(flag(flags, "--period", "0.2"))
-    names = (bench_proxy.MODEL, bench_proxy.CAPTURE_ON, bench_proxy.CAPTURE_OFF)
     burner_row = f"{bench_proxy.CAPTURE_OFF}, beside a burner"
-    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
-        tmp = Path(d)
-        rows = {k: v for k, v in bench_proxy._rows(tmp).items() if k in names}
-        pids = bench_proxy._start(stack, rows)
-        script = tmp / "predict.lua"
-        script.write_text(bench_proxy.lua(bench_proxy.BODY))
+    with bench_proxy.capture_pair() as (rows, pids, script):
         rates: dict[str, list[float]] = {
             bench_proxy.CAPTURE_ON: [],
             bench_proxy.CAPTURE_OFF: [],
@@ -97,11 +89,11 @@ def main(flags: list[str]) -> None:
         print("| round | row | req/s | CPU share of one core |")
         print("| --- | --- | --- | --- |")
         for round_ in range(1, repeat + 1):
-            helpers = children(pids[bench_proxy.CAPTURE_ON])
-            before = sum(_cpu(h) for h in helpers)
+            helper_cpu = tree_cpu_seconds(pids[bench_proxy.CAPTURE_ON])[1]  # its children
             t0 = time.monotonic()
             rps = run(bench_proxy.CAPTURE_ON)
-            share = (sum(_cpu(h) for h in helpers) - before) / (time.monotonic() - t0)
+            helper_cpu = tree_cpu_seconds(pids[bench_proxy.CAPTURE_ON])[1] - helper_cpu
+            share = helper_cpu / (time.monotonic() - t0)
             rates[bench_proxy.CAPTURE_ON].append(rps)
             shares["helper"].append(share)
             print(f"| {round_} | {bench_proxy.CAPTURE_ON} | {rps:,.0f} | helper {share:.3f} |")
@@ -112,9 +104,9 @@ def main(flags: list[str]) -> None:
 
             with _burner(share, period) as burner:
                 t0 = time.monotonic()
-                used = _cpu(burner.pid)
+                used = cpu_seconds(burner.pid)
                 rps = run(bench_proxy.CAPTURE_OFF)
-                burned = (_cpu(burner.pid) - used) / (time.monotonic() - t0)
+                burned = (cpu_seconds(burner.pid) - used) / (time.monotonic() - t0)
             rates[burner_row].append(rps)
             shares["burner"].append(burned)
             print(f"| {round_} | {burner_row} | {rps:,.0f} | burner {burned:.3f} |", flush=True)
@@ -131,13 +123,6 @@ def main(flags: list[str]) -> None:
             median = statistics.median(rates[name])
             cpu = f"{statistics.median(shares[share_of]):.3f}" if share_of else ""
             print(f"| {name} | {median:,.0f} | {median / off:.2f} | {cpu} |")
-
-
-def _cpu(pid: int) -> float:
-    try:
-        return cpu_seconds(pid)
-    except OSError:  # ended meanwhile
-        return 0.0
 
 
 @contextlib.contextmanager

@@ -310,6 +310,24 @@ def _rows(tmp: Path) -> dict[str, tuple[str, list[str] | None, dict[str, str]]]:
     }
 
 
+@contextlib.contextmanager
+def capture_pair() -> Iterator[
+    tuple[dict[str, tuple[str, list[str] | None, dict[str, str]]], dict[str, int], Path]
+]:
+    """The model, the proxy with capture on and with capture sampled out,
+    started as ``main`` starts them; with the wrk script of the ``predict``
+    payload. Yields ``(rows, pids, script)``; stops them all on exit. For the
+    benchmarks that look inside one run (``threads``, ``neighbour``)."""
+    names = (MODEL, CAPTURE_ON, CAPTURE_OFF)
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
+        tmp = Path(d)
+        rows = {k: v for k, v in _rows(tmp).items() if k in names}
+        pids = _start(stack, rows)
+        script = tmp / "predict.lua"
+        script.write_text(lua(BODY))
+        yield rows, pids, script
+
+
 def _start(
     stack: contextlib.ExitStack, rows: dict[str, tuple[str, list[str] | None, dict[str, str]]]
 ) -> dict[str, int]:

@@ -22,8 +22,6 @@ import os
 import resource
 import shutil
 import sys
-import tempfile
-from pathlib import Path
 
 from loadtest import bench_proxy
 from loadtest.sysinfo import children
@@ -83,13 +81,7 @@ def main(flags: list[str]) -> None:
     seconds = int(flag(flags, "--seconds", "10"))
     repeat = int(flag(flags, "--repeat", "2"))
     conns = int(flag(flags, "--conns", "16"))
-    names = (bench_proxy.MODEL, bench_proxy.CAPTURE_ON, bench_proxy.CAPTURE_OFF)
-    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
-        tmp = Path(d)
-        rows = {k: v for k, v in bench_proxy._rows(tmp).items() if k in names}
-        pids = bench_proxy._start(stack, rows)
-        script = tmp / "predict.lua"
-        script.write_text(bench_proxy.lua(bench_proxy.BODY))
+    with bench_proxy.capture_pair() as (rows, pids, script):
         print(
             f"# per-thread CPU under wrk -t1 -c{conns}, {seconds}s a run, predict payload; "
             "µs per request (switches per request)"

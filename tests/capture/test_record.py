@@ -61,6 +61,26 @@ def test_time_is_utc_with_milliseconds():
     assert format_time(1_763_852_922.1234) == "2025-11-22T23:08:42.123Z"
 
 
+def test_time_matches_datetime_across_seconds_and_rounding():
+    """``format_time`` keeps formatted seconds in a bounded cache; every
+    time, rounded to the millisecond, still reads as ``datetime`` puts it:
+    before 1970, on a rounding edge, and over more distinct seconds than the
+    cache holds (so it is cleared and refilled on the way)."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    def expected(t: float) -> str:
+        when = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=round(t * 1000))
+        return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+    rng = random.Random(7)
+    times = [-1.5, -0.0004, 0.9996, 1_795_388_922.9995, 1_795_388_922.0005]
+    times += [rng.uniform(-1e9, 4e9) for _ in range(300)]
+    times += [1_795_388_922 + rng.random() * 5 for _ in range(300)]  # a batch's few seconds
+    for t in times:
+        assert format_time(t) == expected(t), t
+
+
 def test_record_has_the_contract_fields():
     rec, req_json, resp_json = build_record(exchange(), RecordConfig(model="ranker"))
     assert rec["schema"] == 1 and rec["event_id"] == "e1"

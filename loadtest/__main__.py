@@ -1,8 +1,8 @@
 """Run benchmarks: ``python -m loadtest [capture] [payloads] [proxy] [threads] [neighbour]
-[profile] [monitor] [readpaths] [soak] [--quick]`` (``profile`` also takes ``--no-reference``;
-``monitor`` ``--full`` and ``--pad-reference``; ``threads`` ``--seconds``, ``--repeat``,
-``--conns``; ``neighbour`` those and ``--period``; ``soak`` ``--minutes``, ``--rate``,
-``--outage-s``)."""
+[variants] [profile] [monitor] [readpaths] [soak] [--quick]`` (``profile`` also takes
+``--no-reference``; ``monitor`` ``--full`` and ``--pad-reference``; ``threads`` and
+``variants`` ``--seconds``, ``--repeat``, ``--conns``; ``neighbour`` those and ``--period``;
+``soak`` ``--minutes``, ``--rate``, ``--outage-s``)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from loadtest import (
     bench_proxy,
     bench_readpaths,
     bench_threads,
+    bench_variants,
     soak,
 )
 
@@ -26,6 +27,7 @@ SUITES = {
     "proxy": bench_proxy.main,
     "threads": bench_threads.main,
     "neighbour": bench_neighbour.main,
+    "variants": bench_variants.main,
     "profile": bench_profile.main,
     "monitor": bench_monitor.main,
     "readpaths": bench_readpaths.main,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest import bench_monitor, bench_profile, bench_threads
+from loadtest import bench_monitor, bench_profile, bench_threads, bench_variants
 
 NUMBER = r"[0-9][0-9,]*(?:\.[0-9]+)?"
 
@@ -75,6 +75,44 @@ def test_suites_are_registered() -> None:
     assert SUITES["profile"] is bench_profile.main and SUITES["monitor"] is bench_monitor.main
     assert SUITES["threads"] is bench_threads.main
     assert SUITES["neighbour"] is bench_neighbour.main
+    assert SUITES["variants"] is bench_variants.main
+
+
+@pytest.mark.parametrize("variant", ["whole", "no-build", "no-send", "no-pack"])
+def test_proxy_variants_cut_what_they_say(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python -m loadtest variants`` runs the proxy with parts of the
+    capture cut out (``loadtest.proxy_variant``). Through the real helper
+    handle: ``whole`` builds the records in the helper; ``no-build`` starts a
+    helper that takes the batch and builds nothing; ``no-send`` and
+    ``no-pack`` start no helper at all."""
+    from capture.offload import EncoderProcess, pack_one
+    from capture.settings import CaptureSettings
+    from capture.stats import CaptureStats
+    from capture.types import Exchange
+    from loadtest.proxy_variant import patch
+
+    patch(variant, monkeypatch.setattr)
+    stats = CaptureStats()
+    enc = EncoderProcess(CaptureSettings(model="m"), tally=None, on_tally=None, stats=stats)
+    items = [pack_one(Exchange.of(b'{"instances": [[1, 2]]}', b'{"predictions": [0.5]}'))] * 3
+    try:
+        groups = enc.encode(items)
+        helper = enc.pid
+    finally:
+        enc.close()
+    assert stats.get("encoder_fallbacks") == 0
+    if variant == "whole":
+        assert groups is not None and sum(n for _, n in groups.values()) == 3
+    else:
+        assert groups == {}
+    assert (helper is not None) == (variant in ("whole", "no-build"))
+
+
+def test_proxy_variant_refuses_an_unknown_name() -> None:
+    from loadtest.proxy_variant import patch
+
+    with pytest.raises(SystemExit, match="no-build"):
+        patch("no-such-variant", lambda *_: None)
 
 
 def test_settle_waits_while_a_server_is_busy() -> None:

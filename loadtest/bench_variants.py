@@ -6,7 +6,8 @@ Starts the toy model, the proxy with capture sampled out (rate 0), and one
 proxy with capture on (100%) for each ``loadtest.proxy_variant`` variant:
 ``whole`` (as shipped), ``no-build`` (the helper answers each batch at once,
 with nothing built), ``no-send`` (the flusher packs each batch, then drops
-it) and ``no-pack`` (the flusher drops each batch as sealed). All of them
+it), ``no-pack`` (the flusher drops each batch as sealed) and ``no-keep``
+(as ``no-pack``, with the packed exchanges not held in memory). All of them
 start as ``python -m loadtest proxy`` starts its rows.
 
 Each round drives capture off with wrk, then every variant, in an order that

@@ -78,20 +78,22 @@ def test_suites_are_registered() -> None:
     assert SUITES["variants"] is bench_variants.main
 
 
-@pytest.mark.parametrize("variant", ["whole", "no-build", "no-send", "no-pack"])
+@pytest.mark.parametrize("variant", ["whole", "no-build", "no-send", "no-pack", "no-keep"])
 def test_proxy_variants_cut_what_they_say(variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """``python -m loadtest variants`` runs the proxy with parts of the
     capture cut out (``loadtest.proxy_variant``). Through the real helper
     handle: ``whole`` builds the records in the helper; ``no-build`` starts a
-    helper that takes the batch and builds nothing; ``no-send`` and
-    ``no-pack`` start no helper at all."""
+    helper that takes the batch and builds nothing; the others start no
+    helper at all, and ``no-keep`` has the capturer queue a shared token in
+    place of each packed exchange."""
+    from capture import capturer
     from capture.offload import EncoderProcess, pack_one
     from capture.settings import CaptureSettings
     from capture.stats import CaptureStats
     from capture.types import Exchange
-    from loadtest.proxy_variant import patch
+    from loadtest import proxy_variant
 
-    patch(variant, monkeypatch.setattr)
+    proxy_variant.patch(variant, monkeypatch.setattr)
     stats = CaptureStats()
     enc = EncoderProcess(CaptureSettings(model="m"), tally=None, on_tally=None, stats=stats)
     items = [pack_one(Exchange.of(b'{"instances": [[1, 2]]}', b'{"predictions": [0.5]}'))] * 3
@@ -106,6 +108,8 @@ def test_proxy_variants_cut_what_they_say(variant: str, monkeypatch: pytest.Monk
     else:
         assert groups == {}
     assert (helper is not None) == (variant in ("whole", "no-build"))
+    packed = capturer.pack_one(Exchange.of(b"{}", b"{}"))
+    assert (packed == proxy_variant._TOKEN) == (variant == "no-keep")
 
 
 def test_proxy_variant_refuses_an_unknown_name() -> None:

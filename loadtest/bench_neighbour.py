@@ -28,7 +28,6 @@ can raise it. The burner's own CPU is measured too. Runs alternate
 from __future__ import annotations
 
 import contextlib
-import shutil
 import statistics
 import subprocess
 import sys
@@ -60,14 +59,11 @@ while True:
 
 
 def main(flags: list[str]) -> None:
-    if not shutil.which("wrk"):
-        print("needs wrk: apt-get install wrk", file=sys.stderr)
+    parsed = bench_proxy.run_flags(flags, repeat=3)
+    if parsed is None:
         return
-    flag = bench_proxy._flag
-    seconds = int(flag(flags, "--seconds", "10"))
-    repeat = int(flag(flags, "--repeat", "3"))
-    conns = int(flag(flags, "--conns", "16"))
-    period = float(flag(flags, "--period", "0.2"))
+    seconds, repeat, conns = parsed
+    period = float(bench_proxy._flag(flags, "--period", "0.2"))
     burner_row = f"{bench_proxy.CAPTURE_OFF}, beside a burner"
     with bench_proxy.capture_pair() as (rows, pids, script):
         rates: dict[str, list[float]] = {

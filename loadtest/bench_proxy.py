@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import httpx
@@ -173,6 +173,20 @@ def _flag(flags: list[str], name: str, default: str) -> str:
         if flag.startswith(name + "="):
             return flag.split("=", 1)[1]
     return default
+
+
+def run_flags(flags: list[str], repeat: int) -> tuple[int, int, int] | None:
+    """``(--seconds, --repeat, --conns)`` of a benchmark that looks inside
+    capture-on runs (``threads``, ``neighbour``, ``variants``); None, with
+    a message, when wrk is not installed."""
+    if not shutil.which("wrk"):
+        print("needs wrk: apt-get install wrk", file=sys.stderr)
+        return None
+    return (
+        int(_flag(flags, "--seconds", "10")),
+        int(_flag(flags, "--repeat", str(repeat))),
+        int(_flag(flags, "--conns", "16")),
+    )
 
 
 def main(flags: list[str]) -> None:
@@ -310,18 +324,26 @@ def _rows(tmp: Path) -> dict[str, tuple[str, list[str] | None, dict[str, str]]]:
     }
 
 
+Rows = dict[str, tuple[str, list[str] | None, dict[str, str]]]
+
+
 @contextlib.contextmanager
-def capture_pair() -> Iterator[
-    tuple[dict[str, tuple[str, list[str] | None, dict[str, str]]], dict[str, int], Path]
-]:
+def capture_pair(
+    make_rows: Callable[[Path], Rows] | None = None,
+) -> Iterator[tuple[Rows, dict[str, int], Path]]:
     """The model, the proxy with capture on and with capture sampled out,
     started as ``main`` starts them; with the wrk script of the ``predict``
     payload. Yields ``(rows, pids, script)``; stops them all on exit. For the
-    benchmarks that look inside one run (``threads``, ``neighbour``)."""
+    benchmarks that look inside one run (``threads``, ``neighbour``);
+    ``make_rows`` (a temporary directory -> rows) starts others instead
+    (``variants``)."""
     names = (MODEL, CAPTURE_ON, CAPTURE_OFF)
     with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         tmp = Path(d)
-        rows = {k: v for k, v in _rows(tmp).items() if k in names}
+        if make_rows is None:
+            rows = {k: v for k, v in _rows(tmp).items() if k in names}
+        else:
+            rows = make_rows(tmp)
         pids = _start(stack, rows)
         script = tmp / "predict.lua"
         script.write_text(lua(BODY))

@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import shutil
-import sys
 
 from loadtest import bench_proxy
 from loadtest.sysinfo import children
@@ -74,13 +72,10 @@ def _snapshot(roles: dict[int, str]) -> dict[tuple[str, int], Counters]:
 
 
 def main(flags: list[str]) -> None:
-    if not shutil.which("wrk"):
-        print("needs wrk: apt-get install wrk", file=sys.stderr)
+    parsed = bench_proxy.run_flags(flags, repeat=2)
+    if parsed is None:
         return
-    flag = bench_proxy._flag
-    seconds = int(flag(flags, "--seconds", "10"))
-    repeat = int(flag(flags, "--repeat", "2"))
-    conns = int(flag(flags, "--conns", "16"))
+    seconds, repeat, conns = parsed
     with bench_proxy.capture_pair() as (rows, pids, script):
         print(
             f"# per-thread CPU under wrk -t1 -c{conns}, {seconds}s a run, predict payload; "

@@ -20,11 +20,8 @@ the cost of the part it cuts out. Needs wrk.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 from loadtest import bench_proxy
@@ -32,7 +29,7 @@ from loadtest.proxy_variant import VARIANTS
 from loadtest.sysinfo import free_ports, tree_cpu_seconds
 
 
-def rows(tmp: Path) -> dict[str, tuple[str, list[str] | None, dict[str, str]]]:
+def rows(tmp: Path) -> bench_proxy.Rows:
     """The model, capture off, and a capture-on proxy per variant (name -> row)."""
     base = bench_proxy._rows(tmp)
     on = base[bench_proxy.CAPTURE_ON][2]
@@ -45,20 +42,12 @@ def rows(tmp: Path) -> dict[str, tuple[str, list[str] | None, dict[str, str]]]:
 
 
 def main(flags: list[str]) -> None:
-    if not shutil.which("wrk"):
-        print("needs wrk: apt-get install wrk", file=sys.stderr)
+    parsed = bench_proxy.run_flags(flags, repeat=3)
+    if parsed is None:
         return
-    flag = bench_proxy._flag
-    seconds = int(flag(flags, "--seconds", "10"))
-    repeat = int(flag(flags, "--repeat", "3"))
-    conns = int(flag(flags, "--conns", "16"))
+    seconds, repeat, conns = parsed
     off = bench_proxy.CAPTURE_OFF
-    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
-        tmp = Path(d)
-        table = rows(tmp)
-        pids = bench_proxy._start(stack, table)
-        script = tmp / "predict.lua"
-        script.write_text(bench_proxy.lua(bench_proxy.BODY))
+    with bench_proxy.capture_pair(rows) as (table, pids, script):
         ratios: dict[str, list[float]] = {v: [] for v in VARIANTS}
 
         def run(name: str) -> tuple[float, float]:
